@@ -1,0 +1,13 @@
+"""The `rpcpoll` command line."""
+
+from __future__ import annotations
+
+import click
+
+from ._version import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rpcpoll")
+def main() -> None:
+    """rpcpoll: generate code from .proto files, serve handlers, call services."""

@@ -1,0 +1,1 @@
+"""Code generation: .proto -> protoc descriptor set -> model -> Jinja2 templates -> Python."""
