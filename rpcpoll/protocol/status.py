@@ -7,6 +7,7 @@ gRPC's, which makes logs and dashboards read the same across both stacks.
 from __future__ import annotations
 
 import enum
+from typing import ClassVar
 
 __all__ = [
     "AlreadyExistsError",
@@ -55,7 +56,7 @@ class RpcError(Exception):
     """
 
     code: StatusCode = StatusCode.UNKNOWN
-    _by_code: dict[StatusCode, type[RpcError]] = {}
+    _by_code: ClassVar[dict[StatusCode, type[RpcError]]] = {}
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -65,7 +66,7 @@ class RpcError(Exception):
     def __new__(cls, *args: object, **kwargs: object) -> RpcError:
         if cls is RpcError and args:
             try:
-                code = StatusCode(args[0])  # type: ignore[call-overload]
+                code = StatusCode(args[0])  # type: ignore[arg-type]
             except ValueError:
                 code = StatusCode.UNKNOWN
             cls = RpcError._by_code.get(code, RpcError)

@@ -34,6 +34,7 @@ refuses a block while any view into it is alive (that block is left to the garba
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterable
 
@@ -50,7 +51,7 @@ _SEAL_ABOVE = 8 * 1024
 # A peek scratch buffer larger than this is dropped at release() instead of kept for reuse.
 _SCRATCH_KEEP = 64 * 1024
 
-_EMPTY = memoryview(b"")
+_EMPTY = memoryview(bytearray())  # writable, so `buf.malloc(0)[:] = b""` works
 _REFS_LOCK = threading.Lock()
 
 
@@ -80,7 +81,7 @@ class _Node:
         self.cap = cap
         # The chain ends in None; typed as _Node because traversals only follow links that the
         # committed length guarantees to exist.
-        self.next: _Node = None
+        self.next: _Node = None  # type: ignore[assignment]
 
 
 def _empty_node() -> _Node:
@@ -202,7 +203,7 @@ class LinkBuffer:
             return data
         if not self._check_read("read_binary", n):
             return b""
-        return bytes(self._gather(n, advance=True))
+        return self._gather(n, advance=True)
 
     def read_string(self, n: int, encoding: str = "utf-8") -> str:
         """Consume n bytes decoded as text; on a decoding error nothing is consumed."""
@@ -287,9 +288,12 @@ class LinkBuffer:
         return LinkBuffer._from_nodes(nodes, n, self._cache)
 
     def release(self) -> None:
-        """Give fully consumed blocks back to the cache (those no slice still shares)."""
+        """Give fully consumed blocks back to the cache (those no slice still shares).
+
+        A block the reader has just emptied is released once a read has moved past it.
+        """
         read = self._read
-        if read is self._head and (read.off != read.end or read is self._flush):
+        if read is self._head:  # the per-frame case: nothing behind the read position
             return
         flush = self._flush
         while read.off >= read.end and read is not flush and read.next is not None:
@@ -570,7 +574,7 @@ class LinkBuffer:
         """A read-only buffer over already referenced nodes (what `slice` returns)."""
         buf = cls(cache)
         if nodes:
-            for a, b in zip(nodes, nodes[1:]):
+            for a, b in itertools.pairwise(nodes):
                 a.next = b
             buf._head = buf._read = nodes[0]
             buf._flush = buf._write = nodes[-1]
@@ -627,10 +631,21 @@ class LinkBuffer:
         self._copy_out(scratch, n)
         return memoryview(scratch)[:n]
 
-    def _gather(self, n: int, advance: bool) -> bytearray:
+    def _gather(self, n: int, advance: bool) -> bytes:
         """Copy the next n readable bytes (n must be readable); consume them if `advance`."""
-        out = bytearray(n)
-        self._copy_out(out, n)
+        views = []
+        node = self._read
+        remaining = n
+        while True:
+            take = min(node.end - node.off, remaining)
+            if take > 0:
+                views.append(node.view[node.off : node.off + take])
+                remaining -= take
+                if remaining == 0:
+                    break
+            node = node.next
+        out = b"".join(views)  # one pass: no zero-fill of a bytearray before copying into it
+        del views
         if advance:
             self._advance(n)
         return out
