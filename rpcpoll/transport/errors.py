@@ -8,10 +8,20 @@ from __future__ import annotations
 
 __all__ = [
     "BufferClosedError",
+    "ConcurrentAccessError",
+    "ConnectionClosedError",
+    "ConnectionEOFError",
+    "DialError",
+    "DialRefusedError",
+    "DialTimeoutError",
     "LinkBufferError",
     "NotEnoughDataError",
     "ReadOnlyBufferError",
+    "ReadTimeoutError",
     "TransportError",
+    "UnsupportedNetworkError",
+    "WouldBlockOnPollerError",
+    "WriteTimeoutError",
 ]
 
 
@@ -39,3 +49,58 @@ class BufferClosedError(LinkBufferError):
 
 class ReadOnlyBufferError(LinkBufferError):
     """A writer method was called on a read-only LinkBuffer (one made by `slice`)."""
+
+
+class ConnectionClosedError(TransportError, ConnectionError):
+    """The connection is closed (by this side, or by the peer: see `ConnectionEOFError`)."""
+
+
+class ConnectionEOFError(ConnectionClosedError, EOFError):
+    """The peer closed the connection before the bytes a read waited for arrived.
+
+    Bytes that arrived before the close stay readable; `partial` holds what a read that
+    consumes up to a delimiter (`until`) took before it hit the end of the stream.
+    """
+
+    def __init__(self, message: str = "connection closed by peer", partial: bytes = b"") -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+class ReadTimeoutError(TransportError, TimeoutError):
+    """A blocking read did not get its bytes before the read timeout or deadline."""
+
+
+class WriteTimeoutError(TransportError, TimeoutError):
+    """A flush could not hand every byte to the kernel before the write timeout or deadline.
+
+    Bytes not yet sent stay in the output buffer and keep draining while the connection lives.
+    """
+
+
+class DialTimeoutError(TransportError, TimeoutError):
+    """Resolving and connecting did not finish within the dial timeout."""
+
+
+class DialRefusedError(TransportError, ConnectionRefusedError):
+    """Nothing listens at the dialed address (ECONNREFUSED, or ENOENT for a Unix path)."""
+
+
+class DialError(TransportError, OSError):
+    """A dial failed for another reason (unreachable network, unresolvable host, ...)."""
+
+
+class ConcurrentAccessError(TransportError, RuntimeError):
+    """Two threads flushed the same connection at once; a connection has one writer."""
+
+
+class WouldBlockOnPollerError(TransportError, RuntimeError):
+    """A blocking read or flush was called on the poller thread, where waiting would deadlock.
+
+    Handlers that run on the poller thread must consume only what is buffered
+    (check `len(conn.reader())` first) and return; they are called again when bytes arrive.
+    """
+
+
+class UnsupportedNetworkError(TransportError, ValueError):
+    """The network name is not one of "tcp", "tcp4", "tcp6" or "unix"."""

@@ -27,9 +27,11 @@ is ever written by two threads. `flush()` raises node `end`s before `_flushed`, 
 saw the length also sees the bytes. Never use two readers or two writers at once.
 
 Memory: blocks come from a `BufferCache` and go back when the last node referring to them is
-released (slices share blocks through a reference count). Views returned by `next`/`peek` are
-plain memoryviews; unlike netpoll's slices they stay valid after `release()`, because the cache
-refuses a block while any view into it is alive (that block is left to the garbage collector).
+released (slices share blocks through a reference count). Nodes form no reference cycles, so
+CPython frees a released node, and its view of the block, at once. Views returned by
+`next`/`peek` are plain memoryviews; unlike netpoll's slices they stay valid after `release()`,
+because the cache refuses a block while any view into it is alive (that block is then left to
+the garbage collector).
 """
 
 from __future__ import annotations
@@ -91,10 +93,18 @@ def _empty_node() -> _Node:
 # Every pointer of a closed buffer points here. Its offsets make every fast path fail
 # (end and cap are -1), so closed-state checks live only on the slow paths.
 _CLOSED = _Node(_EMPTY, None, 0, -1, 0, -1)
+# The write pointer of a buffer whose writer side was sealed (`_seal_writes`): writer fast paths
+# fail on it and the slow paths raise, while readers keep reading the real chain.
+_SEALED = _Node(_EMPTY, None, 0, -1, 0, -1)
 
 
 def _unref(blocks: Iterable[_Block]) -> None:
-    """Drop one reference to each block; blocks nobody refers to go back to their cache."""
+    """Drop one reference to each block; blocks nobody refers to go back to their cache.
+
+    The caller must already have dropped its nodes. The block's own base view is deleted, not
+    released: a thread still holding a node (a reader racing a close) keeps the memory alive
+    and valid, and the cache's export probe then refuses the block.
+    """
     free = []
     with _REFS_LOCK:
         for block in blocks:
@@ -102,10 +112,7 @@ def _unref(blocks: Iterable[_Block]) -> None:
             if block.refs == 0:
                 free.append(block)
     for block in free:
-        try:
-            block.view.release()
-        except BufferError:  # something still exports our own view: let the GC have the block
-            continue
+        del block.view
         block.cache.put(block.buf)
 
 
@@ -489,10 +496,9 @@ class LinkBuffer:
 
     def flush(self) -> None:
         """Make every written byte readable. Idempotent."""
+        self._check_writable()
         if self._pending:
             self._commit(seal=True)
-        else:
-            self._check_writable()
 
     # ------------------------------------------------- connection support (recv_into path)
 
@@ -537,11 +543,21 @@ class LinkBuffer:
 
     @property
     def closed(self) -> bool:
-        return self._write is _CLOSED
+        return self._read is _CLOSED
+
+    def _seal_writes(self, why: str) -> None:
+        """Make every later writer call raise `BufferClosedError(why)`; reads go on.
+
+        For a connection closed while its poller may still be sending this buffer: the
+        writer side stops at once, the blocks are released later by `close()`.
+        """
+        if self._write is not _CLOSED:
+            self._closed_why = why
+            self._write = _SEALED
 
     def close(self) -> None:
         """Release every block, readable or not. Every later call raises. Idempotent."""
-        if self._write is _CLOSED:
+        if self._read is _CLOSED:
             return
         blocks = []
         node: _Node | None = self._head
@@ -550,7 +566,8 @@ class LinkBuffer:
                 blocks.append(node.block)
             node = node.next
         self._head = self._read = self._flush = self._write = _CLOSED
-        self._closed_why = "the LinkBuffer is closed"
+        if not self._closed_why:
+            self._closed_why = "the LinkBuffer is closed"
         self._flushed = self._consumed = self._pending = 0
         self._scratch = None
         _unref(blocks)
@@ -583,11 +600,13 @@ class LinkBuffer:
         return buf
 
     def _check_open(self) -> None:
-        if self._write is _CLOSED:
+        if self._read is _CLOSED:
             raise BufferClosedError(self._closed_why)
 
     def _check_writable(self) -> None:
-        self._check_open()
+        write = self._write
+        if write is _CLOSED or write is _SEALED:
+            raise BufferClosedError(self._closed_why)
         if self._readonly:
             raise ReadOnlyBufferError("this LinkBuffer is a read-only slice")
 

@@ -1,0 +1,770 @@
+"""Connection: a socket registered with a poller, with netpoll's reader and writer contracts.
+
+Theory of operation
+-------------------
+Input. The poller owns the writer side of the input LinkBuffer: on each readable event it
+books space in the buffer's tail block, `recv_into`s it and commits what arrived. The read size
+starts at 8 KiB and doubles while reads fill it; the block size grows to the largest amount
+buffered (both capped at 8 MiB), so a large message lands in one block. Readers (handlers, or
+any thread) use the buffer directly: while the bytes are there, `next`/`peek`/... are plain
+LinkBuffer calls; when they are not, the read waits (only the slow path knows about waiting).
+
+Waiting. A reader publishes how many bytes it needs (`_wait_size`) and then re-checks the
+length; the poller commits bytes and then reads `_wait_size`. One of the two always sees the
+other, so no wake-up is lost. Wake-ups go through a lock used as a one-slot semaphore (netpoll's
+capacity-1 channel): a stale wake-up only causes one extra check.
+
+Output. `flush()` commits the output buffer and sends it with `sendmsg` of its block views.
+When the kernel buffer is full, the rest is handed to the poller (EPOLLOUT), which sends it as
+the socket drains; a flusher on another thread waits for that (or its write timeout), a flusher
+on the poller thread returns at once. `_draining` says who owns the output buffer's reader side.
+
+Requests. `on_request(ctx, conn)` runs at most once at a time per connection, on the runner
+(the worker pool, or the poller thread itself). It is re-run while unread input remains and the
+last call consumed some; a call that consumes nothing waits for more bytes (netpoll would spin).
+
+Closing. `close()` (or a peer hang-up, when the connection has handlers) runs the close
+callbacks exactly once, last-added first, after any running handler returns. The last one is
+the connection's own finalizer: it posts the release of the buffers and the socket to the poller
+thread, so the poller can never `recv` into a freed buffer or a reused fd.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .errors import (
+    ConcurrentAccessError,
+    ConnectionClosedError,
+    ConnectionEOFError,
+    ReadTimeoutError,
+    WouldBlockOnPollerError,
+    WriteTimeoutError,
+)
+from .linkbuffer import LinkBuffer
+from .poll_backend import ERROR, HANGUP, READABLE, WRITABLE
+from .poller import Poller, TimerHandle, manager
+from .worker_pool import default_pool
+
+__all__ = ["CloseCallback", "Connection", "OnRequest", "Runner", "run_inline"]
+
+log = logging.getLogger("rpcpoll.transport")
+
+OnRequest = Callable[[Any, "Connection"], object]
+CloseCallback = Callable[["Connection"], object]
+Runner = Callable[[Callable[[], object]], object]
+
+_INITIAL_READ = 8 * 1024
+_MAX_READ = 8 * 1024 * 1024
+_MAX_IOV = 64
+_RETRY_CLOSE = 0.001
+
+
+class _Closing(enum.IntEnum):
+    OPEN = 0
+    PEER = 1  # the poller saw the peer's hang-up
+    USER = 2  # close() or detach() was called
+
+
+def run_inline(task: Callable[[], object]) -> None:
+    """A runner that runs the task on the calling thread (the poller, for events)."""
+    task()
+
+
+class _InputBuffer(LinkBuffer):
+    """The input LinkBuffer: reads wait for bytes instead of raising `NotEnoughDataError`."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self._conn = conn
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ConnectionClosedError("connection has been closed")
+
+    def _check_read(self, op: str, n: int) -> bool:
+        self._check_open()
+        if n <= 0:
+            return False
+        if len(self) < n:
+            self._conn._wait_read(n)
+        return True
+
+    def until(self, delim: int) -> memoryview:
+        """Consume through the next `delim` byte, waiting for it.
+
+        If the peer closes first, the buffered bytes are consumed and raised as
+        `ConnectionEOFError(partial=...)`.
+        """
+        scanned = 0
+        while True:
+            index = self.index_byte(delim, scanned)
+            if index >= 0:
+                return self.next(index + 1)
+            scanned = len(self)
+            try:
+                self._conn._wait_read(scanned + 1)
+            except ConnectionEOFError as exc:
+                exc.partial = self.read_binary(len(self))
+                raise
+
+
+class _OutputBuffer(LinkBuffer):
+    """The output LinkBuffer: `flush()` sends what was written."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self._conn = conn
+
+    def flush(self) -> None:
+        self._conn.flush()
+
+
+class Connection:
+    """A TCP or Unix stream socket driven by a poller (netpoll's Connection).
+
+    Reader methods wait until their bytes arrive, the read timeout or deadline passes
+    (`ReadTimeoutError`) or the peer closes (`ConnectionEOFError`; bytes that arrived before
+    the close stay readable). Writer methods append to the output buffer; `flush()` sends it.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        poller: Poller | None = None,
+        runner: Runner | None = None,
+        network: str | None = None,
+    ) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self._fd = sock.fileno()
+        self.network = network or ("unix" if sock.family == socket.AF_UNIX else "tcp")
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._poller = poller or manager().pick()
+        self._runner: Runner = runner or default_pool()
+        self._input = _InputBuffer(self)
+        self._output = _OutputBuffer(self)
+        self._book_size = _INITIAL_READ
+        self._max_size = _INITIAL_READ
+
+        self._closing = _Closing.OPEN
+        self._detaching = False
+        self._state_lock = threading.Lock()
+        self._read_trigger = _new_trigger()
+        self._write_trigger = _new_trigger()
+        self._wait_size = 0
+        self._flush_lock = threading.Lock()
+        self._draining = False
+
+        self._read_timeout: float | None = None
+        self._write_timeout: float | None = None
+        self._read_deadline: float | None = None
+        self._write_deadline: float | None = None
+        self._idle_timeout: float | None = None
+        self._close_idle = False
+        self._idle_timer: TimerHandle | None = None
+        self._last_active = 0.0
+
+        self.context: Any = None
+        self._on_request: OnRequest | None = None
+        self._on_connect: Callable[[Any, Connection], Any] | None = None
+        self._on_disconnect: Callable[[Any, Connection], object] | None = None
+        self._processing = threading.Lock()
+        self._connected = True  # False while on_connect runs
+        self._disconnected = False
+        self._close_callbacks: list[CloseCallback] = [Connection._finalize]
+        self._callbacks_done = False
+        self._hangup_handled = False
+        self._registered = False  # in the poller's set right now
+        self._poller_bound = False  # the poller has seen this fd: release on its thread
+
+        self._local = _address(sock, local=True)
+        self._remote = _address(sock, local=False)
+
+    # ------------------------------------------------------------------ setup
+
+    def _register(self) -> None:
+        """Start receiving events (after the on_prepare step, as netpoll does)."""
+        if self._closing is _Closing.OPEN and not self._registered:
+            self._registered = self._poller_bound = True
+            self._poller.register(self._fd, self._on_event)
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def local_address(self) -> Any:
+        return self._local
+
+    @property
+    def remote_address(self) -> Any:
+        return self._remote
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def __repr__(self) -> str:
+        state = "active" if self.is_active() else self._closing.name.lower() + "-closed"
+        return f"<Connection {self.network} {self._local!r} -> {self._remote!r} {state}>"
+
+    # ------------------------------------------------------------------ reader / writer
+
+    def reader(self) -> LinkBuffer:
+        """The input buffer: LinkBuffer reads that wait for bytes (the fast path to use)."""
+        return self._input
+
+    def writer(self) -> LinkBuffer:
+        """The output buffer: LinkBuffer writes; its `flush()` sends."""
+        return self._output
+
+    def next(self, n: int) -> memoryview:
+        return self._input.next(n)
+
+    def peek(self, n: int) -> memoryview:
+        return self._input.peek(n)
+
+    def skip(self, n: int) -> None:
+        self._input.skip(n)
+
+    def until(self, delim: int) -> memoryview:
+        return self._input.until(delim)
+
+    def read_string(self, n: int, encoding: str = "utf-8") -> str:
+        return self._input.read_string(n, encoding)
+
+    def read_binary(self, n: int) -> bytes:
+        return self._input.read_binary(n)
+
+    def read_byte(self) -> int:
+        return self._input.read_byte()
+
+    def slice(self, n: int) -> LinkBuffer:
+        return self._input.slice(n)
+
+    def release(self) -> None:
+        self._input.release()
+
+    def read(self, max_bytes: int) -> bytes:
+        """Wait for at least one byte, then consume up to `max_bytes` of what is buffered."""
+        if max_bytes <= 0:
+            return b""
+        inbuf = self._input
+        if not len(inbuf):
+            inbuf._check_read("read", 1)
+        return inbuf.read_binary(min(max_bytes, len(inbuf)))
+
+    def malloc(self, n: int) -> memoryview:
+        self._check_writable()
+        return self._output.malloc(n)
+
+    def malloc_len(self) -> int:
+        return self._output.malloc_len()
+
+    def malloc_ack(self, n: int) -> None:
+        self._check_writable()
+        self._output.malloc_ack(n)
+
+    def write_binary(self, data: bytes | bytearray | memoryview) -> int:
+        self._check_writable()
+        return self._output.write_binary(data)
+
+    def write_string(self, text: str, encoding: str = "utf-8") -> int:
+        self._check_writable()
+        return self._output.write_string(text, encoding)
+
+    def write_byte(self, value: int) -> None:
+        self._check_writable()
+        self._output.write_byte(value)
+
+    def write_direct(self, data: bytes | bytearray | memoryview, remain_cap: int) -> None:
+        self._check_writable()
+        self._output.write_direct(data, remain_cap)
+
+    def write_buffer(self, other: LinkBuffer | None) -> None:
+        self._check_writable()
+        self._output.write_buffer(other)
+
+    append = write_buffer
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """`write_binary` then `flush`: returns len(data) once every byte is sent."""
+        n = self.write_binary(data)
+        self.flush()
+        return n
+
+    def _check_writable(self) -> None:
+        if self._closing is not _Closing.OPEN:
+            raise ConnectionClosedError(f"connection has been closed ({self._closing.name})")
+
+    # ------------------------------------------------------------------ state and options
+
+    def is_active(self) -> bool:
+        return self._closing is _Closing.OPEN
+
+    def set_read_timeout(self, seconds: float | None) -> None:
+        """Limit every later blocking read (its whole wait); None or 0: no limit. Clears the
+        read deadline."""
+        self._read_timeout = seconds or None
+        self._read_deadline = None
+
+    def set_write_timeout(self, seconds: float | None) -> None:
+        """Limit every later flush's wait for the socket to drain; clears the write deadline."""
+        self._write_timeout = seconds or None
+        self._write_deadline = None
+
+    def set_read_deadline(self, deadline: float | None) -> None:
+        """An absolute `time.monotonic()` time after which reads fail; None clears it."""
+        self._read_deadline = deadline
+
+    def set_write_deadline(self, deadline: float | None) -> None:
+        self._write_deadline = deadline
+
+    def set_deadline(self, deadline: float | None) -> None:
+        self._read_deadline = self._write_deadline = deadline
+
+    def set_idle_timeout(self, seconds: float | None, *, close_idle: bool = False) -> None:
+        """TCP keepalive probes after `seconds` idle (netpoll's meaning; whole seconds, >= 1).
+
+        With `close_idle=True` the connection is also closed when nothing was received or
+        flushed for `seconds` (an application-level idle timeout; works for Unix sockets too).
+        """
+        self._idle_timeout = seconds or None
+        if seconds and seconds >= 1 and self._sock.family in (socket.AF_INET, socket.AF_INET6):
+            whole = int(seconds)
+            sock = self._sock
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if hasattr(socket, "TCP_KEEPIDLE"):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, whole)
+            if hasattr(socket, "TCP_KEEPINTVL"):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, whole)
+        self._close_idle = bool(seconds) and close_idle
+        if self._close_idle:
+            self._last_active = time.monotonic()
+            self._poller.call_soon(self._arm_idle_timer)
+
+    def set_on_request(self, on_request: OnRequest | None) -> None:
+        """Call `on_request(ctx, conn)` when bytes arrive; None is ignored (as in netpoll)."""
+        if on_request is None:
+            return
+        self._on_request = on_request
+        if len(self._input):
+            self._schedule()
+
+    def add_close_callback(self, callback: CloseCallback) -> None:
+        """Run `callback(conn)` once when the connection closes; last added runs first."""
+        if self._callbacks_done:
+            raise ConnectionClosedError("connection has been closed")
+        self._close_callbacks.append(callback)
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """Close the connection. Idempotent. Blocked reads and flushes wake with
+        `ConnectionClosedError`; close callbacks run after a running handler returns."""
+        with self._state_lock:
+            if self._closing is _Closing.USER:
+                return
+            self._closing = _Closing.USER
+        self._output._seal_writes("connection has been closed")
+        self._wake_waiters()
+        self._try_finish()
+
+    def detach(self) -> socket.socket:
+        """Stop driving the socket: run the close callbacks but leave the socket open.
+
+        Returns the socket in blocking mode; the caller owns it from now on.
+        """
+        self._detaching = True
+        self.close()
+        self._sock.setblocking(True)
+        return self._sock
+
+    def _wake_waiters(self) -> None:
+        _trigger(self._read_trigger)
+        _trigger(self._write_trigger)
+
+    def _try_finish(self) -> None:
+        """Run the close callbacks now unless a handler runs; it runs them when it returns.
+
+        After a peer hang-up they wait until on_disconnect has been dealt with.
+        """
+        closing = self._closing
+        if closing is _Closing.OPEN or self._callbacks_done:
+            return
+        if closing is _Closing.PEER and not self._hangup_handled:
+            return
+        if self._processing.acquire(blocking=False):  # held forever after: no handler restarts
+            self._run_close_callbacks()
+
+    def _run_close_callbacks(self) -> None:
+        if self._callbacks_done:
+            return
+        self._callbacks_done = True
+        for callback in reversed(self._close_callbacks):
+            try:
+                callback(self)
+            except Exception:
+                log.exception("close callback of %r failed", self)
+
+    def _finalize(self) -> None:
+        """The first-registered (so last-run) close callback: release buffers and the fd."""
+        self._output._seal_writes("connection has been closed")
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        if self._registered:
+            self._registered = False
+            self._poller.unregister(self._fd)
+        if self._poller_bound and not self._poller.closed:
+            self._poller.call_soon(self._release_resources)
+        else:
+            self._release_resources()
+
+    def _release_resources(self) -> None:
+        # Runs on the poller thread once the fd is out of epoll. A flush still in progress on
+        # another thread owns the socket until it notices the close: try again shortly.
+        if not self._flush_lock.acquire(blocking=False):
+            self._poller.call_later(_RETRY_CLOSE, self._release_resources)
+            return
+        try:
+            self._input.close()
+            self._output.close()
+            if not self._detaching:
+                self._sock.close()
+        finally:
+            self._flush_lock.release()
+
+    # ------------------------------------------------------------------ blocking reads
+
+    def _wait_read(self, n: int) -> None:
+        """Wait until `n` bytes are buffered; raise on timeout, close or peer close."""
+        inbuf = self._input
+        if len(inbuf) >= n:
+            return
+        if self._poller.in_poller_thread():
+            if self._closing is _Closing.PEER:
+                raise ConnectionEOFError("connection closed by peer (wait read)")
+            if self._closing is _Closing.USER:
+                raise ConnectionClosedError("connection has been closed (wait read)")
+            raise WouldBlockOnPollerError(
+                f"a read of {n} bytes with {len(inbuf)} buffered would block the poller thread"
+            )
+        deadline = self._read_deadline
+        if deadline is None and self._read_timeout is not None:
+            deadline = time.monotonic() + self._read_timeout
+        trigger = self._read_trigger
+        self._wait_size = n  # publish first, then check: the poller reads it after committing
+        try:
+            while len(inbuf) < n:
+                closing = self._closing
+                if closing is _Closing.PEER:
+                    raise ConnectionEOFError("connection closed by peer (wait read)")
+                if closing is _Closing.USER:
+                    raise ConnectionClosedError("connection has been closed (wait read)")
+                if deadline is None:
+                    trigger.acquire()
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not trigger.acquire(timeout=remaining):
+                    if len(inbuf) >= n:
+                        break
+                    raise ReadTimeoutError(
+                        f"connection read timeout: {len(inbuf)} of {n} bytes arrived"
+                        f" from {self._remote!r}"
+                    )
+        finally:
+            self._wait_size = 0
+
+    # ------------------------------------------------------------------ flush
+
+    def flush(self) -> None:
+        """Send everything written. Returns once the kernel has every byte; on the poller
+        thread, returns at once and the poller sends what did not fit.
+
+        Raises `ConnectionClosedError` if the connection is closed (or closes meanwhile),
+        `WriteTimeoutError` if the socket does not drain in time (unsent bytes stay queued and
+        keep draining), `ConcurrentAccessError` if another thread is flushing.
+        """
+        if self._closing is not _Closing.OPEN:
+            raise ConnectionClosedError("connection has been closed (when flush)")
+        if not self._flush_lock.acquire(blocking=False):
+            raise ConcurrentAccessError("concurrent flush on one connection")
+        try:
+            out = self._output
+            LinkBuffer.flush(out)
+            if self._close_idle:
+                self._last_active = time.monotonic()
+            if not len(out):
+                return
+            if not self._draining and self._send(out):
+                return
+            if self._poller.in_poller_thread():
+                return  # the poller sends the rest when the socket drains
+            self._wait_drained()
+        finally:
+            self._flush_lock.release()
+
+    def _send(self, out: LinkBuffer) -> bool:
+        """Send from the output buffer until it is empty (True) or the socket is full, in
+        which case the rest is handed to the poller (False)."""
+        sendmsg = self._sock.sendmsg
+        while True:
+            views = out.get_bytes(_MAX_IOV)
+            try:
+                sent = sendmsg(views)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                del views
+                self._on_send_error(exc)
+                raise ConnectionClosedError(f"connection broken when flush: {exc}") from exc
+            del views
+            if sent:
+                out.skip(sent)
+                out.release()
+            if not len(out):
+                return True
+            if not sent:
+                break
+        self._draining = True
+        self._poller.modify(self._fd, write=True)
+        return False
+
+    def _wait_drained(self) -> None:
+        deadline = self._write_deadline
+        if deadline is None and self._write_timeout is not None:
+            deadline = time.monotonic() + self._write_timeout
+        trigger = self._write_trigger
+        while self._draining:
+            if self._closing is not _Closing.OPEN:
+                raise ConnectionClosedError("connection has been closed (when flush)")
+            if deadline is None:
+                trigger.acquire()
+                continue
+            remaining = deadline - time.monotonic()
+            if (remaining <= 0 or not trigger.acquire(timeout=remaining)) and self._draining:
+                raise WriteTimeoutError(
+                    f"connection write timeout: {len(self._output)} bytes still queued"
+                    f" for {self._remote!r}"
+                )
+        if self._closing is not _Closing.OPEN:
+            raise ConnectionClosedError("connection has been closed (when flush)")
+
+    def _on_send_error(self, exc: OSError) -> None:
+        log.debug("send on %r failed: %s", self, exc)
+        self._hangup()
+
+    # ------------------------------------------------------------------ poller side
+
+    def _on_event(self, mask: int) -> None:
+        if self._closing is not _Closing.OPEN:
+            return  # a stale event: the fd is leaving the poller
+        if mask & (READABLE | HANGUP | ERROR):
+            self._on_readable()
+        if mask & WRITABLE and self._draining:
+            self._on_writable()
+
+    def _on_readable(self) -> None:
+        inbuf = self._input
+        if self._closing is not _Closing.OPEN:
+            return
+        book_size = self._book_size
+        space = inbuf.book(book_size, self._max_size)
+        try:
+            n = self._sock.recv_into(space)
+        except BlockingIOError:
+            n = -1
+        except OSError as exc:
+            log.debug("recv on %r failed: %s", self, exc)
+            n = 0
+        finally:
+            del space
+        if n <= 0:
+            inbuf.book_ack(0)
+            if n == 0:
+                self._hangup()
+            return
+        length = inbuf.book_ack(n)
+        if n == book_size and book_size < _MAX_READ:
+            self._book_size = book_size * 2
+        if length > self._max_size and self._max_size < _MAX_READ:
+            self._max_size = min(_MAX_READ, 1 << (length - 1).bit_length())
+        if self._close_idle:
+            self._last_active = time.monotonic()
+        wait_size = self._wait_size
+        if wait_size and length >= wait_size:
+            _trigger(self._read_trigger)
+        if self._on_request is not None:
+            self._schedule()
+
+    def _on_writable(self) -> None:
+        out = self._output
+        sendmsg = self._sock.sendmsg
+        while len(out):
+            views = out.get_bytes(_MAX_IOV)
+            try:
+                sent = sendmsg(views)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                del views
+                self._draining = False
+                self._on_send_error(exc)
+                return
+            del views
+            out.skip(sent)
+            out.release()
+        self._poller.modify(self._fd, write=False)
+        self._draining = False
+        _trigger(self._write_trigger)
+
+    def _hangup(self) -> None:
+        """The peer closed (or the socket failed): wake waiters, then run the close path."""
+        with self._state_lock:
+            if self._closing is not _Closing.OPEN:
+                return
+            self._closing = _Closing.PEER
+        self._output._seal_writes("connection closed by peer")
+        self._draining = False
+        self._wake_waiters()
+        if self._registered:
+            self._registered = False
+            self._poller.unregister(self._fd)
+        self._runner(self._handle_hangup)
+
+    def _handle_hangup(self) -> None:
+        with self._state_lock:
+            notify = self._connected and not self._disconnected
+            if notify:
+                self._disconnected = True
+        if notify:
+            self._notify_disconnect()
+        self._hangup_handled = True
+        # A plain dialed connection (no handlers) runs its callbacks when the user closes it.
+        if self._on_request is not None or self._on_connect is not None:
+            self._try_finish()
+
+    def _notify_disconnect(self) -> None:
+        if self._on_disconnect is None:
+            return
+        try:
+            self._on_disconnect(self.context, self)
+        except Exception:
+            log.exception("on_disconnect of %r failed", self)
+
+    # ------------------------------------------------------------------ request loop
+
+    def _schedule(self) -> None:
+        """Start the request task unless one runs (that one re-checks before it stops)."""
+        if self._processing.acquire(blocking=False):
+            self._runner(self._process)
+
+    def _prepare_connect(self, on_connect: Callable[[Any, Connection], Any]) -> None:
+        """Take the request lock for on_connect before the fd is registered, so no request
+        task can start before on_connect has returned."""
+        self._on_connect = on_connect
+        self._connected = False
+        self._processing.acquire()
+
+    def _launch_connect(self) -> None:
+        """Run on_connect and then the request loop as one task."""
+        self._runner(self._connect_then_process)
+
+    def _connect_then_process(self) -> None:
+        try:
+            assert self._on_connect is not None
+            self.context = self._on_connect(self.context, self)
+        except Exception:
+            log.exception("on_connect of %r failed; closing it", self)
+            self.close()
+        with self._state_lock:
+            self._connected = True
+            notify = self._closing is _Closing.PEER and not self._disconnected
+            if notify:
+                self._disconnected = True
+        if notify:
+            self._notify_disconnect()
+        self._process()
+
+    def _process(self) -> None:
+        """The request loop; entered with `_processing` held, leaves it released (or held
+        forever once the close callbacks ran)."""
+        inbuf = self._input
+        while True:
+            committed = inbuf._flushed
+            try:
+                while self._closing is not _Closing.USER:
+                    on_request = self._on_request
+                    if on_request is None or not len(inbuf):
+                        break
+                    consumed = inbuf._consumed
+                    committed = inbuf._flushed
+                    on_request(self.context, self)
+                    if inbuf._consumed == consumed and inbuf._flushed == committed:
+                        break  # no progress: wait for more bytes
+            except Exception:
+                log.exception("on_request of %r failed; closing it", self)
+                self.close()
+            closing = self._closing
+            if closing is _Closing.USER or (closing is _Closing.PEER and self._hangup_handled):
+                self._run_close_callbacks()  # keeps _processing: nothing runs after this
+                return
+            self._processing.release()
+            # Double-check (netpoll #304): bytes or a close that arrived while we were leaving
+            # found the lock taken and relied on us.
+            if self._closing is not _Closing.OPEN:
+                self._try_finish()
+                return
+            if inbuf._flushed == committed or not self._processing.acquire(blocking=False):
+                return
+
+    # ------------------------------------------------------------------ idle close
+
+    def _arm_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        if not self._close_idle or self._idle_timeout is None or not self.is_active():
+            return
+        due = self._last_active + self._idle_timeout - time.monotonic()
+        self._idle_timer = self._poller.call_later(max(due, 0.0), self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        if not self.is_active() or not self._close_idle or self._idle_timeout is None:
+            return
+        if time.monotonic() - self._last_active >= self._idle_timeout:
+            log.debug("closing idle connection %r", self)
+            self.close()
+        else:
+            self._arm_idle_timer()
+
+
+def _new_trigger() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
+def _trigger(lock: threading.Lock) -> None:
+    """Wake one waiter of a one-slot trigger; a no-op if a wake-up is already pending."""
+    try:
+        lock.release()
+    except RuntimeError:
+        pass
+
+
+def _address(sock: socket.socket, local: bool) -> Any:
+    try:
+        return sock.getsockname() if local else sock.getpeername()
+    except OSError:
+        return None

@@ -1,0 +1,227 @@
+"""EventLoop: serve a listener, netpoll style.
+
+Per connection the callbacks run in this order: `on_prepare(conn) -> ctx` (on the accepting
+poller, before the connection receives events), `on_connect(ctx, conn) -> ctx`, then
+`on_request(ctx, conn)` whenever bytes are waiting (never two at once for one connection), and
+finally the close callbacks. `on_disconnect(ctx, conn)` runs exactly once when the peer closes,
+after `on_connect` has returned; it may run while an `on_request` is still draining the bytes
+that arrived before the close.
+
+Handlers run on the worker pool unless `run_on_poller=True`, which runs them on the poller
+thread: no thread hop (the fastest mode) but a handler must never block, since the poller
+cannot receive while it runs. A handler that raises gets its connection closed and the error
+logged; the loop and every other connection carry on.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .connection import Connection, OnRequest, Runner, run_inline
+from .net import Listener, convert_listener
+from .poll_backend import READABLE
+from .poller import Poller, manager
+
+__all__ = ["EventLoop"]
+
+log = logging.getLogger("rpcpoll.transport")
+
+OnPrepare = Callable[[Connection], Any]
+OnConnect = Callable[[Any, Connection], Any]
+OnDisconnect = Callable[[Any, Connection], object]
+
+# After EMFILE/ENFILE the listener is paused for these many seconds, the last one repeating,
+# instead of spinning on an accept that keeps failing (netpoll #230).
+_ACCEPT_BACKOFF = (0.0, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_ACCEPTS_PER_EVENT = 64
+
+
+class EventLoop:
+    """Accepts connections from a listener and drives them with the given callbacks."""
+
+    def __init__(
+        self,
+        on_request: OnRequest | None,
+        *,
+        on_prepare: OnPrepare | None = None,
+        on_connect: OnConnect | None = None,
+        on_disconnect: OnDisconnect | None = None,
+        read_timeout: float | None = None,
+        write_timeout: float | None = None,
+        idle_timeout: float | None = None,
+        close_idle: bool = False,
+        run_on_poller: bool = False,
+        runner: Runner | None = None,
+    ) -> None:
+        self.on_request = on_request
+        self.on_prepare = on_prepare
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
+        self.idle_timeout = idle_timeout
+        self.close_idle = close_idle
+        self._runner: Runner | None = run_inline if run_on_poller else runner
+        self._lock = threading.Lock()
+        self._connections: set[Connection] = set()
+        self._listener: Listener | None = None
+        self._poller: Poller | None = None
+        self._stopped = threading.Event()
+        self._closing = False
+        self._backoff = 0
+
+    # ------------------------------------------------------------------ public API
+
+    def serve(self, listener: Listener | socket.socket) -> None:
+        """Accept and serve connections until `shutdown()`; blocks the calling thread."""
+        with self._lock:
+            if self._listener is not None or self._closing:
+                raise RuntimeError("this EventLoop is already serving or was shut down")
+            if not isinstance(listener, Listener):
+                listener = convert_listener(listener)
+            self._listener = listener
+            self._poller = manager().pick()
+            self._poller.register(listener.fileno(), self._on_accept)
+        self._stopped.wait()
+
+    @property
+    def address(self) -> Any:
+        """The served listener's address (None before `serve`)."""
+        return self._listener.address if self._listener is not None else None
+
+    def connections(self) -> list[Connection]:
+        with self._lock:
+            return list(self._connections)
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Stop accepting, close idle connections, wait for busy ones to become idle.
+
+        Returns True once every connection is closed, False if `timeout` passed first (busy
+        connections are left open; call again to keep waiting). `serve()` returns either way.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._stop_accepting()
+        try:
+            while True:
+                busy = 0
+                for conn in self.connections():
+                    if not conn.is_active():
+                        continue  # closing: its callbacks will forget it
+                    if _is_idle(conn):
+                        conn.close()
+                    else:
+                        busy += 1
+                if busy == 0 and not self.connections():
+                    return True
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                pause = min(0.1, max(0.005, busy * 0.001))
+                if deadline is not None:
+                    pause = min(pause, max(0.0, deadline - time.monotonic()))
+                time.sleep(pause)
+        finally:
+            self._stopped.set()
+
+    # ------------------------------------------------------------------ accepting
+
+    def _stop_accepting(self) -> None:
+        with self._lock:
+            self._closing = True
+            listener, poller = self._listener, self._poller
+        if listener is None or poller is None or listener.socket.fileno() < 0:
+            return
+        poller.unregister(listener.fileno())
+        if poller.in_poller_thread() or poller.closed:
+            listener.close()
+            return
+        done = threading.Event()
+
+        def close_listener() -> None:
+            listener.close()
+            done.set()
+
+        poller.call_soon(close_listener)  # never close an fd the poller may be accepting on
+        done.wait(5.0)
+
+    def _on_accept(self, mask: int) -> None:
+        listener = self._listener
+        if self._closing or listener is None or not mask & READABLE:
+            return
+        for _ in range(_ACCEPTS_PER_EVENT):
+            try:
+                sock = listener.accept()
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._pause_accepting(exc)
+                elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
+                    log.error("accept on %r failed: %s", listener, exc)
+                return
+            if sock is None:
+                self._backoff = 0
+                return
+            self._backoff = 0
+            try:
+                self._serve_connection(sock)
+            except Exception:
+                log.exception("setting up a connection from %r failed", listener)
+                sock.close()
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        listener, poller = self._listener, self._poller
+        assert listener is not None and poller is not None
+        delay = _ACCEPT_BACKOFF[min(self._backoff, len(_ACCEPT_BACKOFF) - 1)]
+        self._backoff += 1
+        log.warning("accept on %r: %s; pausing accepts for %.3f s", listener, exc, delay)
+        poller.unregister(listener.fileno())
+
+        def resume() -> None:
+            if not self._closing and listener.socket.fileno() >= 0:
+                poller.register(listener.fileno(), self._on_accept)
+
+        poller.call_later(delay, resume)
+
+    def _serve_connection(self, sock: socket.socket) -> None:
+        conn = Connection(sock, runner=self._runner)
+        if self.read_timeout:
+            conn.set_read_timeout(self.read_timeout)
+        if self.write_timeout:
+            conn.set_write_timeout(self.write_timeout)
+        if self.idle_timeout:
+            conn.set_idle_timeout(self.idle_timeout, close_idle=self.close_idle)
+        if self.on_prepare is not None:
+            conn.context = self.on_prepare(conn)
+        if not conn.is_active():  # closed by on_prepare
+            conn._try_finish()
+            return
+        conn._on_request = self.on_request
+        conn._on_disconnect = self.on_disconnect
+        with self._lock:
+            self._connections.add(conn)
+        conn.add_close_callback(self._forget)
+        on_connect = self.on_connect
+        if on_connect is not None:
+            conn._prepare_connect(on_connect)  # no on_request can start before on_connect
+        conn._register()
+        if on_connect is not None:
+            conn._launch_connect()
+
+    def _forget(self, conn: Connection) -> None:
+        with self._lock:
+            self._connections.discard(conn)
+
+
+def _is_idle(conn: Connection) -> bool:
+    """No handler running and nothing buffered either way (netpoll's shutdown rule)."""
+    return (
+        not conn._processing.locked()
+        and not len(conn.reader())
+        and not conn._draining
+        and not conn.writer().malloc_len()
+    )

@@ -1,0 +1,285 @@
+"""Listeners and the Dialer: netpoll's CreateListener, ConvertListener and DialConnection.
+
+Networks are "tcp" (IPv4 or IPv6, whatever the address resolves to), "tcp4", "tcp6" and
+"unix". TCP addresses are "host:port", "[v6addr]:port" or a (host, port) tuple; Unix addresses
+are filesystem paths (a leading NUL selects Linux's abstract namespace).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import select
+import socket
+import threading
+import time
+from typing import Any
+
+from .connection import Connection, Runner
+from .errors import DialError, DialRefusedError, DialTimeoutError, UnsupportedNetworkError
+
+__all__ = [
+    "Dialer",
+    "Listener",
+    "convert_listener",
+    "create_listener",
+    "dial_connection",
+    "parse_tcp_address",
+]
+
+_FAMILIES = {"tcp": socket.AF_UNSPEC, "tcp4": socket.AF_INET, "tcp6": socket.AF_INET6}
+_REFUSED = {errno.ECONNREFUSED, errno.ENOENT}
+_IN_PROGRESS = {errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK, errno.EALREADY}
+
+
+def _check_network(network: str) -> None:
+    if network not in _FAMILIES and network != "unix":
+        raise UnsupportedNetworkError(f"unsupported network {network!r}")
+
+
+def parse_tcp_address(address: str | tuple[str, int]) -> tuple[str, int]:
+    """("host", port) from "host:port", "[v6]:port" or a tuple."""
+    if isinstance(address, tuple):
+        return address[0], int(address[1])
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected host:port, got {address!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+class Listener:
+    """A non-blocking listening socket that an EventLoop serves."""
+
+    def __init__(self, sock: socket.socket, network: str) -> None:
+        sock.setblocking(False)
+        self.socket = sock
+        self.network = network
+
+    @property
+    def address(self) -> Any:
+        """The bound address: (host, port) for TCP, the path for Unix."""
+        return self.socket.getsockname()
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    def accept(self) -> socket.socket | None:
+        """One pending connection, or None if there is none right now."""
+        try:
+            sock, _ = self.socket.accept()
+        except BlockingIOError:
+            return None
+        return sock
+
+    def close(self) -> None:
+        path = self.address if self.network == "unix" else None
+        self.socket.close()
+        if isinstance(path, str) and path and not path.startswith("\0"):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        try:
+            where = self.address
+        except OSError:
+            where = "closed"
+        return f"<Listener {self.network} {where!r}>"
+
+
+def create_listener(
+    network: str,
+    address: str | tuple[str, int],
+    *,
+    backlog: int = 1024,
+    reuse_port: bool = False,
+) -> Listener:
+    """Bind and listen. Port 0 picks a free port (see `Listener.address`).
+
+    `reuse_port` sets SO_REUSEPORT, so several processes can listen on one port and the kernel
+    spreads new connections between them.
+    """
+    _check_network(network)
+    if network == "unix":
+        if not isinstance(address, str):
+            raise ValueError("a unix address is a path")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(address)
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        host, port = parse_tcp_address(address)
+        family = _FAMILIES[network]
+        infos = socket.getaddrinfo(
+            host or None, port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+        )
+        family, _, _, _, sockaddr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(sockaddr)
+        except BaseException:
+            sock.close()
+            raise
+    sock.listen(backlog)
+    return Listener(sock, network)
+
+
+def convert_listener(sock: socket.socket) -> Listener:
+    """Wrap a listening TCP or Unix socket (a duplicate of it: the caller keeps its own)."""
+    if sock.type != socket.SOCK_STREAM:
+        raise UnsupportedNetworkError("only stream sockets can be served")
+    if sock.family == socket.AF_UNIX:
+        network = "unix"
+    elif sock.family in (socket.AF_INET, socket.AF_INET6):
+        network = "tcp"
+    else:
+        raise UnsupportedNetworkError(f"unsupported socket family {sock.family!r}")
+    return Listener(sock.dup(), network)
+
+
+def dial_connection(
+    network: str,
+    address: str | tuple[str, int],
+    timeout: float | None = None,
+    *,
+    runner: Runner | None = None,
+) -> Connection:
+    """Connect and return a Connection registered with a poller.
+
+    `timeout` covers name resolution and connecting. Raises `DialTimeoutError`,
+    `DialRefusedError` (a `ConnectionRefusedError`) or `DialError`.
+    """
+    _check_network(network)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if network == "unix":
+        if not isinstance(address, str):
+            raise ValueError("a unix address is a path")
+        sock = _connect(socket.AF_UNIX, address, deadline, address)
+    else:
+        host, port = parse_tcp_address(address)
+        last_error: Exception | None = None
+        for family, sockaddr in _resolve(host, port, _FAMILIES[network], deadline):
+            try:
+                sock = _connect(family, sockaddr, deadline, address)
+                break
+            except DialTimeoutError:
+                raise
+            except (DialRefusedError, DialError) as exc:
+                last_error = exc
+        else:
+            assert last_error is not None
+            raise last_error
+    conn = Connection(sock, runner=runner, network=network)
+    conn._register()
+    return conn
+
+
+class Dialer:
+    """netpoll's Dialer: `dial` with a default timeout."""
+
+    def __init__(self, timeout: float | None = None, runner: Runner | None = None) -> None:
+        self.timeout = timeout
+        self.runner = runner
+
+    def dial(
+        self, network: str, address: str | tuple[str, int], timeout: float | None = None
+    ) -> Connection:
+        return dial_connection(
+            network, address, self.timeout if timeout is None else timeout, runner=self.runner
+        )
+
+
+def _resolve(host: str, port: int, family: int, deadline: float | None) -> list[tuple[int, Any]]:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if ip is not None:
+        fam = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+        if family not in (socket.AF_UNSPEC, fam):
+            raise DialError(f"{host} is not an address of the requested family")
+        return [(fam, (host, port))]
+    infos = _getaddrinfo_within(host, port, family, deadline)
+    if not infos:
+        raise DialError(f"no address found for {host!r}")
+    return [(info[0], info[4]) for info in infos]
+
+
+def _getaddrinfo_within(host: str, port: int, family: int, deadline: float | None) -> list[Any]:
+    """getaddrinfo bounded by the deadline (it cannot be interrupted, so it runs aside)."""
+    if deadline is None:
+        return _lookup(host, port, family)
+    result: list[Any] = []
+    failure: list[BaseException] = []
+
+    def lookup() -> None:
+        try:
+            result.extend(_lookup(host, port, family))
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=lookup, name="rpcpoll-resolve", daemon=True)
+    thread.start()
+    thread.join(max(0.0, deadline - time.monotonic()))
+    if thread.is_alive():
+        raise DialTimeoutError(f"dial timeout resolving {host!r}")
+    if failure:
+        raise failure[0]
+    return result
+
+
+def _lookup(host: str, port: int, family: int) -> list[Any]:
+    try:
+        return socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise DialError(f"cannot resolve {host!r}: {exc}") from exc
+
+
+def _connect(family: int, sockaddr: Any, deadline: float | None, shown: Any) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        code = sock.connect_ex(sockaddr)
+        if code in _IN_PROGRESS:
+            _wait_writable(sock, deadline, shown)
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code in _REFUSED:
+            raise DialRefusedError(code, f"connection refused by {shown!r}")
+        if code:
+            raise DialError(code, f"dial {shown!r}: {os.strerror(code)}")
+        if family != socket.AF_UNIX and sock.getsockname() == sock.getpeername():
+            raise DialError(errno.EADDRNOTAVAIL, "self-connect")
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _wait_writable(sock: socket.socket, deadline: float | None, shown: Any) -> None:
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    while True:
+        if deadline is None:
+            timeout_ms = None
+        else:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DialTimeoutError(f"dial timeout connecting to {shown!r}")
+            timeout_ms = max(1, int(remaining * 1000 + 0.999))
+        if poller.poll(timeout_ms):
+            return

@@ -1,0 +1,297 @@
+"""Pollers: threads that wait for readiness and run the handlers of the fds assigned to them.
+
+netpoll runs one poller per 20 cores; in CPython the GIL lets only one thread run Python at a
+time, so the default is one poller per process (`configure(num_loops=...)` changes it).
+Connections and listeners are assigned round-robin (default) or at random.
+
+A poller also runs callbacks posted from other threads (`call_soon`) and timers
+(`call_later`), both on its own thread between event batches. Everything that must not race
+with the poller's own use of a socket (closing it, for one) is posted this way.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from .poll_backend import READABLE, Backend, default_backend
+
+__all__ = ["Poller", "PollerManager", "TimerHandle", "configure", "manager"]
+
+log = logging.getLogger("rpcpoll.transport")
+
+Handler = Callable[[int], None]
+
+
+class TimerHandle:
+    """A pending `call_later` callback; `cancel()` stops it if it has not run yet."""
+
+    __slots__ = ("callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Poller:
+    """One thread, one epoll (or kqueue) set, and the handlers of the fds registered in it.
+
+    Handlers are called on the poller thread as `handler(mask)` with epoll-style bits. An
+    exception from a handler is logged and never stops the loop.
+    """
+
+    def __init__(self, name: str = "rpcpoll-poller") -> None:
+        self._backend: Backend = default_backend()
+        self._handlers: dict[int, Handler] = {}
+        self._ready: deque[Callable[[], None]] = deque()
+        self._timers: list[tuple[float, int, TimerHandle]] = []
+        self._timer_seq = itertools.count()
+        self._timer_lock = threading.Lock()
+        self._wake_r, self._wake_w = _wakeup_pair()
+        self._wake_pending = False
+        self._closed = False
+        self.registered = 0  # fds other than the wake-up fd
+        self._handlers[self._wake_r] = self._drain_wakeup
+        self._backend.register(self._wake_r)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._ident: int | None = None
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public API
+
+    def register(self, fd: int, handler: Handler, write: bool = False) -> None:
+        """Watch `fd` for reads (and writes if asked); events go to `handler(mask)`."""
+        self._handlers[fd] = handler
+        self._backend.register(fd, write)
+        self.registered += 1
+
+    def modify(self, fd: int, write: bool) -> None:
+        """Start or stop watching `fd` for writability (reads are always watched)."""
+        self._backend.modify(fd, write)
+
+    def unregister(self, fd: int) -> None:
+        """Stop watching `fd`. Safe to call twice; an event already fetched may still arrive."""
+        if self._handlers.pop(fd, None) is not None:
+            self._backend.unregister(fd)
+            self.registered -= 1
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on the poller thread after the current batch of events."""
+        self._ready.append(callback)
+        if not self._wake_pending and threading.get_ident() != self._ident:
+            self._wake()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        """Run `callback` on the poller thread after `delay` seconds."""
+        handle = TimerHandle(time.monotonic() + delay, callback)
+        with self._timer_lock:
+            heapq.heappush(self._timers, (handle.when, next(self._timer_seq), handle))
+            earliest = self._timers[0][2] is handle
+        if earliest and threading.get_ident() != self._ident:
+            self._wake()
+        return handle
+
+    def in_poller_thread(self) -> bool:
+        return threading.get_ident() == self._ident
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, timeout: float | None = 5.0) -> None:
+        """Stop the loop and release its fds; registered fds are not closed."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake()
+        if threading.get_ident() != self._ident:
+            self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _run(self) -> None:
+        self._ident = threading.get_ident()
+        handlers = self._handlers
+        poll = self._backend.poll
+        ready = self._ready
+        try:
+            while not self._closed:
+                timeout = 0.0 if ready else self._next_timeout()
+                try:
+                    events = poll(timeout)
+                except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+                    continue
+                for fd, mask in events:
+                    handler = handlers.get(fd)
+                    if handler is None:
+                        continue
+                    try:
+                        handler(mask)
+                    except Exception:
+                        log.exception("poller handler for fd %d failed", fd)
+                if self._timers:
+                    self._run_timers()
+                while ready:
+                    callback = ready.popleft()
+                    try:
+                        callback()
+                    except Exception:
+                        log.exception("poller callback failed")
+        finally:
+            self._backend.close()
+            os.close(self._wake_r)
+            if self._wake_w != self._wake_r:
+                os.close(self._wake_w)
+
+    def _next_timeout(self) -> float:
+        if not self._timers:
+            return -1.0
+        return max(0.0, self._timers[0][0] - time.monotonic())
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        due = []
+        with self._timer_lock:
+            while self._timers and self._timers[0][0] <= now:
+                due.append(heapq.heappop(self._timers)[2])
+        for handle in due:
+            if handle.cancelled:
+                continue
+            try:
+                handle.callback()
+            except Exception:
+                log.exception("poller timer failed")
+
+    def _wake(self) -> None:
+        self._wake_pending = True
+        try:
+            os.write(self._wake_w, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        except OSError:  # closed, or the pipe is full (a wake-up is pending anyway)
+            pass
+
+    def _drain_wakeup(self, mask: int) -> None:
+        self._wake_pending = False
+        if mask & READABLE:
+            try:
+                os.read(self._wake_r, 4096)
+            except OSError:
+                pass
+
+
+def _wakeup_pair() -> tuple[int, int]:
+    """An eventfd where available (one fd), else a non-blocking pipe."""
+    if hasattr(os, "eventfd"):
+        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        return fd, fd
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    return r, w
+
+
+class PollerManager:
+    """Owns the process's pollers and picks one for each new connection or listener."""
+
+    def __init__(self, num_loops: int = 1, load_balance: str = "round_robin") -> None:
+        self._lock = threading.Lock()
+        self._pollers: list[Poller] = []
+        self._num_loops = 1
+        self._load_balance = "round_robin"
+        self._counter = itertools.count()
+        self.configure(num_loops, load_balance)
+
+    @property
+    def num_loops(self) -> int:
+        return self._num_loops
+
+    def configure(self, num_loops: int | None = None, load_balance: str | None = None) -> None:
+        """Set the poller count (takes effect at the next `pick`) and the assignment rule."""
+        if num_loops is not None:
+            if num_loops < 1:
+                raise ValueError(f"num_loops must be at least 1, got {num_loops}")
+            self._num_loops = num_loops
+        if load_balance is not None:
+            if load_balance not in ("round_robin", "random"):
+                raise ValueError(f"load_balance must be 'round_robin' or 'random': {load_balance}")
+            self._load_balance = load_balance
+
+    def pick(self) -> Poller:
+        """The poller for a new fd, starting or retiring pollers to match `num_loops`."""
+        pollers = self._pollers
+        if len(pollers) != self._num_loops or pollers[0].closed:
+            pollers = self._resize()
+        if len(pollers) == 1:
+            return pollers[0]
+        if self._load_balance == "random":
+            return random.choice(pollers)
+        return pollers[next(self._counter) % len(pollers)]
+
+    def initialize(self) -> list[Poller]:
+        """Start the pollers now rather than at the first connection (netpoll's Initialize)."""
+        return self._resize()
+
+    def pollers(self) -> list[Poller]:
+        return list(self._pollers)
+
+    def _resize(self) -> list[Poller]:
+        with self._lock:
+            live = [p for p in self._pollers if not p.closed]
+            while len(live) < self._num_loops:
+                live.append(Poller(f"rpcpoll-poller-{len(live)}"))
+            # Retired pollers keep serving the fds they have and stop once those are gone.
+            retired, live = live[self._num_loops :], live[: self._num_loops]
+            for poller in retired:
+                _retire_when_idle(poller)
+            self._pollers = live
+            return live
+
+    def close(self) -> None:
+        """Stop every poller (fds still registered stop getting events)."""
+        with self._lock:
+            pollers, self._pollers = self._pollers, []
+        for poller in pollers:
+            poller.close()
+
+
+def _retire_when_idle(poller: Poller) -> None:
+    def check() -> None:
+        if poller.registered == 0:
+            poller.close()
+        else:
+            poller.call_later(0.1, check)
+
+    poller.call_soon(check)
+
+
+_manager = PollerManager()
+
+
+def manager() -> PollerManager:
+    """The process-wide poller manager."""
+    return _manager
+
+
+def configure(num_loops: int | None = None, load_balance: str | None = None) -> None:
+    """netpoll's SetNumLoops / SetLoadBalance for the process-wide pollers."""
+    _manager.configure(num_loops, load_balance)
+
+
+def _reset_after_fork() -> None:
+    # A forked child has none of the parent's threads: start with fresh pollers.
+    global _manager
+    _manager = PollerManager(_manager.num_loops, _manager._load_balance)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
