@@ -1,0 +1,260 @@
+/*
+ * loadgen: a closed-loop load generator for servers that echo 4-byte big-endian
+ * length-prefixed frames. Single-threaded epoll; written in C so that it is never
+ * the bottleneck of a Python server on the other core.
+ *
+ * usage: loadgen TARGET CONNS DEPTH SIZE SECONDS [WARMUP]
+ *   TARGET  host:port (IPv4) or unix:/path
+ *   CONNS   connections
+ *   DEPTH   requests kept in flight per connection (pipelined)
+ *   SIZE    payload bytes per request
+ *   SECONDS measured duration; WARMUP seconds before it (default 0.5) are not recorded
+ *
+ * Prints one JSON line: {"completed", "seconds", "qps", "mb_per_s", "p50_us", "p99_us",
+ * "p999_us", "max_us", "errors"}. Every response is checked to be exactly the request
+ * that was sent (same length, same bytes).
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct {
+    int fd;
+    unsigned char *rbuf;
+    size_t rlen, rcap;
+    unsigned char *wbuf;
+    size_t wlen, woff, wcap;
+    uint64_t *sent; /* ring of send timestamps, one per request in flight */
+    int head, count, depth;
+    int want_out;
+} conn_t;
+
+static unsigned char *frame;
+static size_t frame_len;
+static uint32_t *lat;
+static size_t nlat, latcap;
+static uint64_t completed, errors;
+static int recording;
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void die(const char *what) {
+    perror(what);
+    exit(2);
+}
+
+static int dial(const char *target) {
+    int fd;
+    if (strncmp(target, "unix:", 5) == 0) {
+        struct sockaddr_un sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sun_family = AF_UNIX;
+        strncpy(sa.sun_path, target + 5, sizeof sa.sun_path - 1);
+        fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) die("connect unix");
+    } else {
+        char host[256];
+        const char *colon = strrchr(target, ':');
+        if (!colon || (size_t)(colon - target) >= sizeof host) {
+            fprintf(stderr, "bad target %s\n", target);
+            exit(2);
+        }
+        memcpy(host, target, colon - target);
+        host[colon - target] = 0;
+        struct sockaddr_in sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons((uint16_t)atoi(colon + 1));
+        if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) die("inet_pton");
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) die("connect tcp");
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
+static void queue_requests(conn_t *c, int n) {
+    uint64_t t = now_ns();
+    for (int i = 0; i < n; i++) {
+        if (c->wlen + frame_len > c->wcap) {
+            if (c->woff > 0) {
+                memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
+                c->wlen -= c->woff;
+                c->woff = 0;
+            }
+            while (c->wlen + frame_len > c->wcap) c->wcap *= 2;
+            c->wbuf = realloc(c->wbuf, c->wcap);
+            if (!c->wbuf) die("realloc");
+        }
+        memcpy(c->wbuf + c->wlen, frame, frame_len);
+        c->wlen += frame_len;
+        c->sent[(c->head + c->count) % c->depth] = t;
+        c->count++;
+    }
+}
+
+/* Returns 0 if everything was written, 1 if the socket is full. */
+static int flush_out(conn_t *c) {
+    while (c->woff < c->wlen) {
+        ssize_t k = write(c->fd, c->wbuf + c->woff, c->wlen - c->woff);
+        if (k < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return 1;
+            if (errno == EINTR) continue;
+            die("write");
+        }
+        c->woff += (size_t)k;
+    }
+    c->woff = c->wlen = 0;
+    return 0;
+}
+
+static void on_readable(conn_t *c) {
+    for (;;) {
+        if (c->rcap - c->rlen < 65536) {
+            c->rcap *= 2;
+            c->rbuf = realloc(c->rbuf, c->rcap);
+            if (!c->rbuf) die("realloc");
+        }
+        ssize_t k = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
+        if (k < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            if (errno == EINTR) continue;
+            die("read");
+        }
+        if (k == 0) {
+            fprintf(stderr, "server closed the connection\n");
+            exit(3);
+        }
+        c->rlen += (size_t)k;
+        if ((size_t)k < c->rcap - c->rlen) break;
+    }
+    size_t off = 0;
+    int done = 0;
+    uint64_t t = now_ns();
+    while (c->rlen - off >= 4) {
+        uint32_t n = ((uint32_t)c->rbuf[off] << 24) | ((uint32_t)c->rbuf[off + 1] << 16) |
+                     ((uint32_t)c->rbuf[off + 2] << 8) | (uint32_t)c->rbuf[off + 3];
+        if (c->rlen - off < 4 + (size_t)n) break;
+        if (4 + (size_t)n != frame_len || memcmp(c->rbuf + off, frame, frame_len) != 0) errors++;
+        off += 4 + (size_t)n;
+        if (c->count == 0) {
+            errors++;
+            continue;
+        }
+        uint64_t sent = c->sent[c->head];
+        c->head = (c->head + 1) % c->depth;
+        c->count--;
+        done++;
+        if (recording) {
+            completed++;
+            if (nlat < latcap) lat[nlat++] = (uint32_t)((t - sent) > 0xffffffffull ? 0xffffffffull : (t - sent));
+        }
+    }
+    if (off > 0) {
+        memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+        c->rlen -= off;
+    }
+    if (done > 0) queue_requests(c, done);
+}
+
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(double p) {
+    if (nlat == 0) return 0;
+    size_t i = (size_t)(p * (double)(nlat - 1));
+    return lat[i] / 1000.0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 6) {
+        fprintf(stderr, "usage: %s TARGET CONNS DEPTH SIZE SECONDS [WARMUP]\n", argv[0]);
+        return 2;
+    }
+    const char *target = argv[1];
+    int nconn = atoi(argv[2]), depth = atoi(argv[3]);
+    size_t size = (size_t)atol(argv[4]);
+    double seconds = atof(argv[5]), warmup = argc > 6 ? atof(argv[6]) : 0.5;
+    if (nconn < 1 || depth < 1) return 2;
+
+    frame_len = 4 + size;
+    frame = malloc(frame_len);
+    frame[0] = (unsigned char)(size >> 24);
+    frame[1] = (unsigned char)(size >> 16);
+    frame[2] = (unsigned char)(size >> 8);
+    frame[3] = (unsigned char)size;
+    for (size_t i = 0; i < size; i++) frame[4 + i] = (unsigned char)(i * 131 + 7);
+    latcap = 50u * 1000u * 1000u;
+    lat = malloc(latcap * sizeof *lat);
+    if (!lat) die("malloc");
+
+    int ep = epoll_create1(0);
+    conn_t *conns = calloc((size_t)nconn, sizeof *conns);
+    for (int i = 0; i < nconn; i++) {
+        conn_t *c = &conns[i];
+        c->fd = dial(target);
+        c->rcap = 131072 + frame_len;
+        c->rbuf = malloc(c->rcap);
+        c->wcap = frame_len * (size_t)depth + 4096;
+        c->wbuf = malloc(c->wcap);
+        c->depth = depth;
+        c->sent = calloc((size_t)depth, sizeof *c->sent);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) die("epoll_ctl");
+        queue_requests(c, depth);
+    }
+
+    uint64_t start = now_ns();
+    uint64_t measure_from = start + (uint64_t)(warmup * 1e9);
+    uint64_t end = measure_from + (uint64_t)(seconds * 1e9);
+    struct epoll_event events[256];
+    for (;;) {
+        uint64_t t = now_ns();
+        if (!recording && t >= measure_from) recording = 1;
+        if (t >= end) break;
+        for (int i = 0; i < nconn; i++) {
+            conn_t *c = &conns[i];
+            if (c->wlen > c->woff) {
+                int full = flush_out(c);
+                if (full != c->want_out) {
+                    struct epoll_event ev = {.events = EPOLLIN | (full ? EPOLLOUT : 0), .data.ptr = c};
+                    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+                    c->want_out = full;
+                }
+            }
+        }
+        int n = epoll_wait(ep, events, 256, 50);
+        for (int i = 0; i < n; i++) {
+            conn_t *c = events[i].data.ptr;
+            if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) on_readable(c);
+        }
+    }
+    double measured = (double)(end - measure_from) / 1e9;
+    qsort(lat, nlat, sizeof *lat, cmp_u32);
+    printf("{\"completed\": %llu, \"seconds\": %.3f, \"qps\": %.1f, \"mb_per_s\": %.2f, "
+           "\"p50_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, \"max_us\": %.1f, \"errors\": %llu}\n",
+           (unsigned long long)completed, measured, completed / measured,
+           completed * (double)frame_len / measured / 1e6, pct(0.5), pct(0.99), pct(0.999),
+           nlat ? lat[nlat - 1] / 1000.0 : 0.0, (unsigned long long)errors);
+    return errors ? 1 : 0;
+}
