@@ -1,0 +1,441 @@
+"""TTHeader frames, sans I/O: Kitex's framing with rpcpoll's info keys and a msgpack payload.
+
+Every byte is specified in docs/protocol.md. In short (all integers big-endian)::
+
+    u32 length        bytes after this field (frame size - 4)
+    u16 magic         0x1000
+    u16 flags         0x0001: the sender accepts out-of-order replies (multiplexing)
+    u32 seq_id        matches a reply to its call
+    u16 header_words  size of the header info in 4-byte words
+    header info       u8 protocol id (0x20, msgpack), u8 transform count (0),
+                      info blocks (0x10 int-keyed, 0x01 string-keyed), zero padding
+    payload           the msgpack-encoded message (empty in an exception)
+
+Nothing here touches a socket or a clock: frames are read from and written to LinkBuffers (or
+plain bytes), so the module can be tested and fuzzed with byte strings. Decoding never trusts
+the peer: sizes are checked against `max_frame_size` and the header before anything is
+allocated or waited for.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
+
+from ..transport.linkbuffer import LinkBuffer
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "FLAG_OUT_OF_ORDER",
+    "MAGIC",
+    "PROTOCOL_MSGPACK",
+    "BadMagicError",
+    "Frame",
+    "FrameReader",
+    "FrameTooLargeError",
+    "IntKey",
+    "MalformedHeaderError",
+    "MessageType",
+    "ProtocolError",
+    "RequestTemplate",
+    "decode_frame",
+    "encode_frame",
+    "write_exception",
+    "write_frame",
+    "write_reply",
+]
+
+MAGIC: Final = 0x1000
+FLAG_OUT_OF_ORDER: Final = 0x0001
+PROTOCOL_MSGPACK: Final = 0x20
+DEFAULT_MAX_FRAME_SIZE: Final = 4 * 1024 * 1024
+FIXED_SIZE: Final = 14  # length, magic, flags, seq_id, header_words
+
+INFO_PADDING: Final = 0x00
+INFO_KEYVALUE: Final = 0x01
+INFO_INTKEYVALUE: Final = 0x10
+INFO_ACL_TOKEN: Final = 0x11
+
+SERVICE_KEY: Final = "isn"  # Kitex's string key for the IDL service name
+
+_FIXED = struct.Struct(">IHHIH")
+_U16 = struct.Struct(">H")
+_U16_PAIR = struct.Struct(">HH")
+_MAX_U16 = 0xFFFF
+_MAX_HEADER = 4 * _MAX_U16
+
+
+class MessageType(enum.IntEnum):
+    CALL = 1
+    REPLY = 2
+    EXCEPTION = 3
+    ONEWAY = 4
+
+
+class IntKey(enum.IntEnum):
+    """Keys of the int-keyed info block. The low ones are Kitex's (transmeta), so Kitex tools
+    read them; 0x8000 and up are rpcpoll's own."""
+
+    TO_METHOD = 9
+    RPC_TIMEOUT = 12  # the caller's remaining timeout, in ms, as a decimal string
+    MSG_TYPE = 22
+    STATUS_CODE = 0x8000  # decimal StatusCode of an exception reply
+    STATUS_MESSAGE = 0x8001
+
+
+class ProtocolError(ValueError):
+    """The peer sent bytes that are not a valid frame; the connection cannot continue."""
+
+
+class BadMagicError(ProtocolError):
+    pass
+
+
+class FrameTooLargeError(ProtocolError):
+    pass
+
+
+class MalformedHeaderError(ProtocolError):
+    pass
+
+
+@dataclass(slots=True)
+class Frame:
+    """One decoded (or to-be-encoded) frame. `metadata` is the peer's; treat it as read-only."""
+
+    seq_id: int
+    message_type: MessageType
+    method: str = ""
+    service: str = ""
+    payload: bytes | memoryview = b""
+    timeout_ms: int | None = None
+    status: int = 0
+    status_message: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    flags: int = 0
+
+
+# ------------------------------------------------------------------------------- encoding
+
+
+def _int_block(entries: list[tuple[int, bytes]]) -> bytes:
+    out = [bytes([INFO_INTKEYVALUE]), _U16.pack(len(entries))]
+    for key, value in entries:
+        if len(value) > _MAX_U16:
+            raise ValueError(f"header value for key {key} is longer than 65535 bytes")
+        out.append(_U16_PAIR.pack(key, len(value)))
+        out.append(value)
+    return b"".join(out)
+
+
+def _str_block(entries: Mapping[str, str]) -> bytes:
+    out = [bytes([INFO_KEYVALUE]), _U16.pack(len(entries))]
+    for key, value in entries.items():
+        k, v = key.encode(), value.encode()
+        if len(k) > _MAX_U16 or len(v) > _MAX_U16:
+            raise ValueError(f"metadata entry {key!r} is longer than 65535 bytes")
+        out += (_U16.pack(len(k)), k, _U16.pack(len(v)), v)
+    return b"".join(out)
+
+
+def _header_info(int_entries: list[tuple[int, bytes]], str_entries: Mapping[str, str]) -> bytes:
+    info = bytes([PROTOCOL_MSGPACK, 0]) + _int_block(int_entries)
+    if str_entries:
+        info += _str_block(str_entries)
+    info += bytes(-len(info) % 4)
+    if len(info) > _MAX_HEADER:
+        raise ValueError("frame header is larger than 262140 bytes")
+    return info
+
+
+def _int_entries(frame: Frame) -> list[tuple[int, bytes]]:
+    entries: list[tuple[int, bytes]] = [(IntKey.MSG_TYPE, b"%d" % frame.message_type)]
+    if frame.method:
+        entries.append((IntKey.TO_METHOD, frame.method.encode()))
+    if frame.timeout_ms is not None:
+        entries.append((IntKey.RPC_TIMEOUT, b"%d" % frame.timeout_ms))
+    if frame.message_type == MessageType.EXCEPTION:
+        entries.append((IntKey.STATUS_CODE, b"%d" % frame.status))
+        if frame.status_message:
+            entries.append((IntKey.STATUS_MESSAGE, frame.status_message.encode()))
+    return entries
+
+
+def _str_entries(frame: Frame) -> dict[str, str]:
+    entries: dict[str, str] = {}
+    if frame.service:
+        entries[SERVICE_KEY] = frame.service
+    for key, value in frame.metadata.items():
+        _check_metadata(key, value)
+        entries[key] = value
+    return entries
+
+
+def _check_metadata(key: object, value: object) -> None:
+    if not isinstance(key, str) or not isinstance(value, str):
+        raise TypeError(f"metadata keys and values must be str, got {key!r}: {value!r}")
+    if not key or key == SERVICE_KEY:
+        raise ValueError(f"metadata key {key!r} is reserved or empty")
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """The frame's bytes (the plain, allocation-happy path: tests, vectors, control frames)."""
+    info = _header_info(_int_entries(frame), _str_entries(frame))
+    payload = bytes(frame.payload)
+    length = FIXED_SIZE - 4 + len(info) + len(payload)
+    fixed = _FIXED.pack(length, MAGIC, frame.flags, frame.seq_id, len(info) // 4)
+    return fixed + info + payload
+
+
+def write_frame(buf: LinkBuffer, frame: Frame) -> None:
+    """Append the frame to `buf` (not flushed). Large payloads are linked, not copied."""
+    info = _header_info(_int_entries(frame), _str_entries(frame))
+    _write(buf, frame.flags, frame.seq_id, info, frame.payload)
+
+
+def _write(
+    buf: LinkBuffer, flags: int, seq_id: int, info: bytes, payload: bytes | memoryview
+) -> None:
+    # Reserve the fixed header, write the rest, then back-patch the length into the reserve.
+    start = buf.malloc_len()
+    fixed = buf.malloc(FIXED_SIZE)
+    buf.write_binary(info)
+    buf.write_binary(payload)
+    length = buf.malloc_len() - start - 4
+    _FIXED.pack_into(fixed, 0, length, MAGIC, flags, seq_id, len(info) // 4)
+
+
+class RequestTemplate:
+    """Header bytes of one (service, method) computed once; per call only the sequence id,
+    the timeout and the metadata change."""
+
+    __slots__ = ("_base", "_base_info", "_str_entries", "method", "service")
+
+    def __init__(self, service: str, method: str, message_type: MessageType = MessageType.CALL):
+        self.service = service
+        self.method = method
+        self._base = [
+            (int(IntKey.MSG_TYPE), b"%d" % message_type),
+            (int(IntKey.TO_METHOD), method.encode()),
+        ]
+        self._str_entries = {SERVICE_KEY: service}
+        self._base_info = _header_info(self._base, self._str_entries)
+
+    def write(
+        self,
+        buf: LinkBuffer,
+        seq_id: int,
+        payload: bytes | memoryview,
+        timeout_ms: int | None = None,
+        metadata: Mapping[str, str] | None = None,
+        flags: int = 0,
+    ) -> None:
+        if timeout_ms is None and not metadata:
+            info = self._base_info
+        else:
+            ints = (
+                self._base
+                if timeout_ms is None
+                else [*self._base, (int(IntKey.RPC_TIMEOUT), b"%d" % timeout_ms)]
+            )
+            strs = self._str_entries
+            if metadata:
+                strs = dict(strs)
+                for key, value in metadata.items():
+                    _check_metadata(key, value)
+                    strs[key] = value
+            info = _header_info(ints, strs)
+        _write(buf, flags, seq_id, info, payload)
+
+
+def write_reply(
+    buf: LinkBuffer,
+    seq_id: int,
+    payload: bytes | memoryview,
+    metadata: Mapping[str, str] | None = None,
+    flags: int = 0,
+) -> None:
+    """A REPLY frame (the header is constant unless there is reply metadata)."""
+    info = _REPLY_INFO if not metadata else _header_info(_REPLY_INTS, _checked(metadata))
+    _write(buf, flags, seq_id, info, payload)
+
+
+def write_exception(
+    buf: LinkBuffer,
+    seq_id: int,
+    status: int,
+    message: str,
+    metadata: Mapping[str, str] | None = None,
+    flags: int = 0,
+) -> None:
+    """An EXCEPTION frame carrying a status code and message, with an empty payload."""
+    ints = [
+        (int(IntKey.MSG_TYPE), b"%d" % MessageType.EXCEPTION),
+        (int(IntKey.STATUS_CODE), b"%d" % status),
+        (int(IntKey.STATUS_MESSAGE), message.encode()[:_MAX_U16]),
+    ]
+    _write(buf, flags, seq_id, _header_info(ints, _checked(metadata or {})), b"")
+
+
+def _checked(metadata: Mapping[str, str]) -> dict[str, str]:
+    for key, value in metadata.items():
+        _check_metadata(key, value)
+    return dict(metadata)
+
+
+_REPLY_INTS = [(int(IntKey.MSG_TYPE), b"%d" % MessageType.REPLY)]
+_REPLY_INFO = _header_info(_REPLY_INTS, {})
+
+
+# ------------------------------------------------------------------------------- decoding
+
+# Parsed header infos by their bytes: requests of one method with the same timeout and
+# metadata have identical headers, so most frames skip the parse. Only small headers are kept
+# and the cache is cleared when full, so a peer cannot grow it without bound.
+_INFO_CACHE_MAX_KEY = 256
+_info_cache: dict[bytes, tuple[MessageType, str, str, int | None, int, str, Mapping[str, str]]] = {}
+_INFO_CACHE_MAX = 4096
+_EMPTY_METADATA: Mapping[str, str] = MappingProxyType({})
+
+
+def _parse_info(
+    info: bytes,
+) -> tuple[MessageType, str, str, int | None, int, str, Mapping[str, str]]:
+    cached = _info_cache.get(info)
+    if cached is not None:
+        return cached
+    end = len(info)
+    if end < 2:
+        raise MalformedHeaderError("header info shorter than 2 bytes")
+    if info[0] != PROTOCOL_MSGPACK:
+        raise MalformedHeaderError(f"unsupported protocol id 0x{info[0]:02x}")
+    pos = 2 + info[1]  # skip the transform ids
+    ints: dict[int, bytes] = {}
+    strs: dict[str, str] = {}
+    try:
+        while pos < end:
+            block = info[pos]
+            pos += 1
+            if block == INFO_PADDING:
+                continue
+            if pos + 2 > end:
+                raise MalformedHeaderError("truncated info block")
+            (count,) = _U16.unpack_from(info, pos)
+            pos += 2
+            if block == INFO_INTKEYVALUE:
+                for _ in range(count):
+                    key, size = _U16_PAIR.unpack_from(info, pos)
+                    pos += 4
+                    if pos + size > end:
+                        raise MalformedHeaderError("truncated int-keyed value")
+                    ints[key] = info[pos : pos + size]
+                    pos += size
+            elif block == INFO_KEYVALUE:
+                for _ in range(count):
+                    (size,) = _U16.unpack_from(info, pos)
+                    key_end = pos + 2 + size
+                    (vsize,) = _U16.unpack_from(info, key_end)
+                    value_end = key_end + 2 + vsize
+                    if value_end > end:
+                        raise MalformedHeaderError("truncated string-keyed value")
+                    strs[info[pos + 2 : key_end].decode()] = info[key_end + 2 : value_end].decode()
+                    pos = value_end
+            elif block == INFO_ACL_TOKEN:
+                pos += count  # an ACL token: its length, then the token; rpcpoll ignores it
+            else:
+                raise MalformedHeaderError(f"unknown info block id 0x{block:02x}")
+        if pos > end:
+            raise MalformedHeaderError("truncated info block")
+        msg_type = MessageType(int(ints.get(IntKey.MSG_TYPE, b"1")))
+        method = ints.get(IntKey.TO_METHOD, b"").decode()
+        raw_timeout = ints.get(IntKey.RPC_TIMEOUT)
+        timeout = int(raw_timeout) if raw_timeout is not None else None
+        status = int(ints.get(IntKey.STATUS_CODE, b"0"))
+        status_message = ints.get(IntKey.STATUS_MESSAGE, b"").decode()
+    except (struct.error, UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, MalformedHeaderError):
+            raise
+        raise MalformedHeaderError(f"malformed frame header: {exc}") from exc
+    service = strs.pop(SERVICE_KEY, "")
+    parsed = (
+        msg_type,
+        method,
+        service,
+        timeout,
+        status,
+        status_message,
+        MappingProxyType(strs) if strs else _EMPTY_METADATA,
+    )
+    if len(info) <= _INFO_CACHE_MAX_KEY:
+        if len(_info_cache) >= _INFO_CACHE_MAX:
+            _info_cache.clear()
+        _info_cache[info] = parsed
+    return parsed
+
+
+def _check_fixed(length: int, magic: int, words: int, max_frame_size: int) -> int:
+    """Validate the fixed header; returns the frame's total size."""
+    if magic != MAGIC:
+        raise BadMagicError(f"bad magic 0x{magic:04x} (not a TTHeader frame)")
+    total = length + 4
+    if total > max_frame_size:
+        raise FrameTooLargeError(f"frame of {total} bytes exceeds the limit of {max_frame_size}")
+    if words * 4 < 2 or FIXED_SIZE + words * 4 > total:
+        raise MalformedHeaderError(f"header size {words * 4} does not fit a {total}-byte frame")
+    return total
+
+
+def decode_frame(
+    data: bytes | bytearray | memoryview, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+) -> Frame:
+    """Decode exactly one complete frame from `data` (the payload is a view into it)."""
+    view = memoryview(data)
+    if len(view) < FIXED_SIZE:
+        raise MalformedHeaderError(f"{len(view)} bytes is shorter than a frame header")
+    length, magic, flags, seq_id, words = _FIXED.unpack_from(view)
+    total = _check_fixed(length, magic, words, max_frame_size)
+    if total != len(view):
+        raise MalformedHeaderError(f"frame says {total} bytes, got {len(view)}")
+    return _frame_from(view, flags, seq_id, words)
+
+
+def _frame_from(view: memoryview, flags: int, seq_id: int, words: int) -> Frame:
+    body = FIXED_SIZE + words * 4
+    msg_type, method, service, timeout, status, message, metadata = _parse_info(
+        bytes(view[FIXED_SIZE:body])
+    )
+    return Frame(
+        seq_id, msg_type, method, service, view[body:], timeout, status, message, metadata, flags
+    )
+
+
+class FrameReader:
+    """Incremental decoding from a LinkBuffer: `read(buf)` returns the next complete frame, or
+    None if `buf` does not hold one yet. A bad frame raises `ProtocolError` as soon as its
+    fixed header is visible, before its body is awaited or buffered further."""
+
+    __slots__ = ("max_frame_size",)
+
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self.max_frame_size = max_frame_size
+
+    def pending_size(self, buf: LinkBuffer) -> int:
+        """Bytes the next frame needs in total (14 until its header is visible); validates."""
+        if len(buf) < FIXED_SIZE:
+            return FIXED_SIZE
+        length, magic, _flags, _seq, words = _FIXED.unpack(buf.peek(FIXED_SIZE))
+        return _check_fixed(length, magic, words, self.max_frame_size)
+
+    def read(self, buf: LinkBuffer) -> Frame | None:
+        available = len(buf)
+        if available < FIXED_SIZE:
+            return None
+        length, magic, flags, seq_id, words = _FIXED.unpack(buf.peek(FIXED_SIZE))
+        total = _check_fixed(length, magic, words, self.max_frame_size)
+        if available < total:
+            return None
+        return _frame_from(buf.next(total), flags, seq_id, words)
