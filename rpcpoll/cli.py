@@ -5,9 +5,13 @@ from __future__ import annotations
 import click
 
 from ._version import __version__
+from .codegen.cli import gen
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rpcpoll")
 def main() -> None:
     """rpcpoll: generate code from .proto files, serve handlers, call services."""
+
+
+main.add_command(gen)

@@ -1,0 +1,547 @@
+"""Generated messages on the wire: defaults, presence, types, ranges, oneofs, maps, enums."""
+
+from __future__ import annotations
+
+import datetime
+import math
+from types import ModuleType
+from typing import Any
+
+import msgpack
+import pytest
+from codegen_testutil import Generated
+
+import rpcpoll.message as rm
+from rpcpoll.message import DecodeError
+
+
+def wire(message: rm.Message) -> dict[int, Any]:
+    """The msgpack map a message encodes to."""
+    decoded: dict[int, Any] = msgpack.unpackb(message.to_bytes(), strict_map_key=False)
+    return decoded
+
+
+@pytest.fixture(scope="module")
+def scalars(cases: dict[str, Generated]) -> ModuleType:
+    return cases["scalars"].module("scalars_rpc")
+
+
+# -- defaults and presence ----------------------------------------------------------------------
+
+
+def test_default_message_encodes_to_an_empty_map(scalars: ModuleType) -> None:
+    assert scalars.Scalars().to_bytes() == b"\x80"
+    assert wire(scalars.Optionals()) == {}
+    assert wire(scalars.Repeated()) == {}
+
+
+def test_constructor_gives_proto3_defaults(scalars: ModuleType) -> None:
+    message = scalars.Scalars()
+    assert (message.f_int64, message.f_string, message.f_bytes, message.f_bool) == (
+        0,
+        "",
+        b"",
+        False,
+    )
+    assert message.f_double == 0.0 and message.child is None
+    assert message.f_color is scalars.Color.COLOR_UNSPECIFIED
+    assert scalars.Repeated().r_int32 == []
+
+
+def test_fields_at_their_default_are_left_out_of_the_map(scalars: ModuleType) -> None:
+    message = scalars.Scalars(f_int32=0, f_string="x", f_bool=False, f_bytes=b"\x00")
+    assert wire(message) == {14: "x", 15: b"\x00"}
+
+
+def test_optional_fields_keep_presence_of_zero_values(scalars: ModuleType) -> None:
+    message = scalars.Optionals(o_int32=0, o_string="", o_bool=False, o_color=scalars.Color(0))
+    assert wire(message) == {3: 0, 8: "", 7: False, 10: 0}
+    decoded = scalars.Optionals.from_bytes(message.to_bytes())
+    assert decoded.o_int32 == 0 and decoded.o_string == "" and decoded.o_bool is False
+    assert decoded.o_int64 is None
+    assert decoded == message
+
+
+def test_unknown_field_numbers_are_ignored(scalars: ModuleType) -> None:
+    data = msgpack.packb({3: 7, 999: "from a newer peer", 1000: [1, 2]})
+    assert scalars.Scalars.from_bytes(data) == scalars.Scalars(f_int32=7)
+
+
+def test_from_bytes_accepts_memoryview_and_bytearray(scalars: ModuleType) -> None:
+    message = scalars.Scalars(f_string="hi", f_bytes=b"\x01\x02", f_int64=-5)
+    data = message.to_bytes()
+    assert isinstance(data, bytes)
+    buffer = bytearray(b"junk" + data)
+    assert scalars.Scalars.from_bytes(memoryview(buffer)[4:]) == message
+    assert scalars.Scalars.from_bytes(bytearray(data)) == message
+
+
+def test_empty_buffer_decodes_to_the_default_message(scalars: ModuleType) -> None:
+    assert scalars.Scalars.from_bytes(b"") == scalars.Scalars()
+    assert scalars.Scalars.from_bytes(memoryview(b"")) == scalars.Scalars()
+
+
+def test_nested_messages_round_trip(scalars: ModuleType) -> None:
+    message = scalars.Scalars(f_int32=1, child=scalars.Scalars(f_string="inner"))
+    assert wire(message) == {3: 1, 17: {14: "inner"}}
+    assert scalars.Scalars.from_bytes(message.to_bytes()).child.f_string == "inner"
+
+
+def test_equality_and_repr(scalars: ModuleType) -> None:
+    one = scalars.Scalars(f_int32=1, f_string="a")
+    assert one == scalars.Scalars(f_int32=1, f_string="a")
+    assert one != scalars.Scalars(f_int32=2, f_string="a")
+    assert one != scalars.Optionals()
+    text = repr(one)
+    assert text.startswith("Scalars(f_double=0.0, f_float=0.0, f_int32=1,")
+    with pytest.raises(TypeError):
+        hash(one)
+
+
+def test_constructor_is_keyword_only(scalars: ModuleType) -> None:
+    with pytest.raises(TypeError):
+        scalars.Scalars(1)
+    with pytest.raises(TypeError):
+        scalars.Scalars(no_such_field=1)
+
+
+def test_messages_have_slots_and_no_dict(scalars: ModuleType) -> None:
+    message = scalars.Scalars()
+    with pytest.raises(AttributeError):
+        message.not_a_field = 1
+
+
+# -- types and ranges ---------------------------------------------------------------------------
+
+RANGES = [
+    ("f_int32", -(2**31), 2**31 - 1),
+    ("f_sint32", -(2**31), 2**31 - 1),
+    ("f_sfixed32", -(2**31), 2**31 - 1),
+    ("f_uint32", 0, 2**32 - 1),
+    ("f_fixed32", 0, 2**32 - 1),
+    ("f_int64", -(2**63), 2**63 - 1),
+    ("f_sint64", -(2**63), 2**63 - 1),
+    ("f_sfixed64", -(2**63), 2**63 - 1),
+    ("f_uint64", 0, 2**64 - 1),
+    ("f_fixed64", 0, 2**64 - 1),
+]
+
+
+@pytest.mark.parametrize(("field", "lo", "hi"), RANGES)
+def test_integers_at_the_limits_round_trip(
+    scalars: ModuleType, field: str, lo: int, hi: int
+) -> None:
+    for value in (lo, hi):
+        message = scalars.Scalars(**{field: value})
+        assert getattr(scalars.Scalars.from_bytes(message.to_bytes()), field) == value
+
+
+@pytest.mark.parametrize(("field", "lo", "hi"), RANGES)
+def test_out_of_range_integers_raise_value_error_naming_the_field(
+    scalars: ModuleType, field: str, lo: int, hi: int
+) -> None:
+    for value in (lo - 1, hi + 1):
+        with pytest.raises(ValueError, match=rf"Scalars\.{field}: {value} is out of range"):
+            scalars.Scalars(**{field: value}).to_bytes()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("f_int32", "1"),
+        ("f_int32", 1.0),
+        ("f_int32", True),
+        ("f_int64", None),
+        ("f_string", b"bytes"),
+        ("f_string", 0),
+        ("f_bytes", "text"),
+        ("f_bool", 1),
+        ("f_bool", None),
+        ("f_double", "1.5"),
+        ("f_double", None),
+        ("child", "not a message"),
+        ("f_color", "COLOR_RED"),
+    ],
+)
+def test_wrong_types_raise_type_error_naming_the_field(
+    scalars: ModuleType, field: str, value: object
+) -> None:
+    with pytest.raises(TypeError, match=rf"^Scalars\.{field}: expected"):
+        scalars.Scalars(**{field: value}).to_bytes()
+
+
+def test_wrong_item_types_in_containers_name_the_field(scalars: ModuleType) -> None:
+    with pytest.raises(TypeError, match=r"Repeated\.r_int32\[1\]: expected int"):
+        scalars.Repeated(r_int32=[1, "2"]).to_bytes()
+    with pytest.raises(ValueError, match=r"Repeated\.r_uint32\[0\]: -1 is out of range"):
+        scalars.Repeated(r_uint32=[-1]).to_bytes()
+    with pytest.raises(TypeError, match=r"Repeated\.r_message\[0\]: expected Scalars"):
+        scalars.Repeated(r_message=[scalars.Optionals()]).to_bytes()
+    with pytest.raises(TypeError, match=r"Repeated\.r_string: expected a list"):
+        scalars.Repeated(r_string="abc").to_bytes()
+
+
+def test_compatible_values_are_accepted_and_normalised(scalars: ModuleType) -> None:
+    message = scalars.Scalars(
+        f_double=3, f_float=2, f_bytes=bytearray(b"ab"), f_int32=scalars.Color.COLOR_GREEN
+    )
+    assert wire(message) == {1: 3.0, 2: 2.0, 15: b"ab", 3: 2}
+    repeated = scalars.Repeated(r_int32=(1, 2), r_double=[1, 2.5], r_bytes=[memoryview(b"x")])
+    assert wire(repeated) == {3: [1, 2], 1: [1.0, 2.5], 11: [b"x"]}
+
+
+def test_float_fields_are_checked_against_the_float32_range(scalars: ModuleType) -> None:
+    with pytest.raises(ValueError, match=r"Scalars\.f_float: .* out of range for float"):
+        scalars.Scalars(f_float=1e39).to_bytes()
+    for value in (3.4e38, -3.4e38, math.inf, -math.inf):
+        assert wire(scalars.Scalars(f_float=value)) == {2: value}
+    assert math.isnan(
+        scalars.Scalars.from_bytes(scalars.Scalars(f_double=math.nan).to_bytes()).f_double
+    )
+
+
+def test_strings_that_are_not_utf8_encodable_are_a_value_error(scalars: ModuleType) -> None:
+    with pytest.raises(ValueError, match="unpaired surrogate"):
+        scalars.Scalars(f_string="\ud800").to_bytes()
+
+
+# -- decoding -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (msgpack.packb({3: "seven"}), r"Scalars\.f_int32: expected int32, got str"),
+        (msgpack.packb({3: 2**31}), r"Scalars\.f_int32: 2147483648 is out of range"),
+        (msgpack.packb({5: -1}), r"Scalars\.f_uint32: -1 is out of range"),
+        (msgpack.packb({14: b"bin"}), r"Scalars\.f_string: expected str, got bytes"),
+        (msgpack.packb({13: 1}), r"Scalars\.f_bool: expected bool, got int"),
+        (msgpack.packb({17: [1]}), r"Scalars: expected a map, got list"),
+        (msgpack.packb([1, 2]), r"Scalars: expected a map, got list"),
+        (b"\xc1", r"Scalars: not valid msgpack"),
+        (msgpack.packb({16: 2**40}), r"Scalars\.f_color: 1099511627776 is out of range"),
+    ],
+)
+def test_malformed_input_raises_decode_error(scalars: ModuleType, data: bytes, match: str) -> None:
+    with pytest.raises(DecodeError, match=match):
+        scalars.Scalars.from_bytes(data)
+
+
+def test_decode_error_is_a_value_error() -> None:
+    assert issubclass(DecodeError, ValueError)
+
+
+def test_integers_decode_into_double_fields(scalars: ModuleType) -> None:
+    # Some msgpack encoders write 2.0 as the int 2.
+    decoded = scalars.Scalars.from_bytes(msgpack.packb({1: 2, 2: -3}))
+    assert (decoded.f_double, decoded.f_float) == (2.0, -3.0)
+    assert isinstance(decoded.f_double, float)
+
+
+def test_deeply_nested_input_is_a_decode_error(cases: dict[str, Generated]) -> None:
+    deep = cases["deep"].module("deep_rpc")
+    data = b"\x81\x03" * 5000 + b"\x80"  # {3: {3: ... {}}} via Tree.parent
+    with pytest.raises(DecodeError):
+        deep.Tree.from_bytes(data)
+
+
+# -- enums --------------------------------------------------------------------------------------
+
+
+def test_enums_are_int_enums(scalars: ModuleType) -> None:
+    assert issubclass(scalars.Color, __import__("enum").IntEnum)
+    assert scalars.Color.COLOR_RED == 1
+
+
+def test_unknown_enum_values_are_kept_as_plain_ints(scalars: ModuleType) -> None:
+    decoded = scalars.Scalars.from_bytes(msgpack.packb({16: 42}))
+    assert decoded.f_color == 42 and type(decoded.f_color) is int
+    assert wire(decoded) == {16: 42}
+    known = scalars.Scalars.from_bytes(msgpack.packb({16: 2}))
+    assert known.f_color is scalars.Color.COLOR_GREEN
+    repeated = scalars.Repeated.from_bytes(msgpack.packb({12: [1, 77]}))
+    assert repeated.r_color == [scalars.Color.COLOR_RED, 77]
+
+
+# -- oneofs -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def oneof(cases: dict[str, Generated]) -> ModuleType:
+    return cases["oneof"].module("oneof_rpc")
+
+
+@pytest.mark.parametrize(
+    ("member", "zero", "number"),
+    [("number", 0, 2), ("text", "", 3), ("flag", False, 4), ("blob", b"", 7), ("kind", 0, 6)],
+)
+def test_oneof_member_set_to_zero_stays_set(
+    oneof: ModuleType, member: str, zero: object, number: int
+) -> None:
+    message = oneof.Choice(**{member: zero})
+    assert wire(message) == {number: zero}
+    decoded = oneof.Choice.from_bytes(message.to_bytes())
+    assert decoded.which_value() == member
+    assert getattr(decoded, member) == zero
+
+
+def test_oneof_message_member_set_to_empty_stays_set(oneof: ModuleType) -> None:
+    decoded = oneof.Choice.from_bytes(oneof.Choice(nothing=oneof.Empty()).to_bytes())
+    assert decoded.which_value() == "nothing"
+    assert decoded.nothing == oneof.Empty()
+
+
+def test_which_oneof_is_none_when_no_member_is_set(oneof: ModuleType) -> None:
+    assert oneof.Choice().which_value() is None
+    assert oneof.Choice(ratio=0.0).which_second() == "ratio"
+
+
+def test_setting_two_oneof_members_is_rejected(oneof: ModuleType) -> None:
+    with pytest.raises(ValueError, match=r"Choice\.value: oneof has more than one member set"):
+        oneof.Choice(number=1, text="x")
+    message = oneof.Choice(number=1)
+    message.text = "also"
+    with pytest.raises(ValueError, match="more than one member"):
+        message.to_bytes()
+    with pytest.raises(DecodeError, match="more than one member"):
+        oneof.Choice.from_bytes(msgpack.packb({2: 1, 3: "x"}))
+
+
+# -- maps ---------------------------------------------------------------------------------------
+
+
+def test_maps_with_integer_and_bool_keys_round_trip(cases: dict[str, Generated]) -> None:
+    maps = cases["maps"].module("maps_rpc")
+    message = maps.Maps(
+        by_int32={-1: "minus", 7: "seven"},
+        by_int64={2**62: -(2**62)},
+        by_uint32={2**32 - 1: b"max"},
+        by_uint64={2**64 - 1: 0.5},
+        by_sint32={-5: True},
+        by_fixed64={1: 1.5},
+        by_bool={True: "yes", False: "no"},
+        items={"a": maps.Item(name="x")},
+        levels={"l": maps.Level.LEVEL_HIGH, "unknown": 9},
+        counts={"n": 3},
+    )
+    assert maps.Maps.from_bytes(message.to_bytes()) == message
+    assert wire(message)[7] == {True: "yes", False: "no"}
+
+
+def test_map_key_and_value_types_are_checked(cases: dict[str, Generated]) -> None:
+    maps = cases["maps"].module("maps_rpc")
+    with pytest.raises(TypeError, match=r"Maps\.by_int32 key: expected int"):
+        maps.Maps(by_int32={"1": "x"}).to_bytes()
+    with pytest.raises(ValueError, match=r"Maps\.counts\['n'\]: 2147483648 is out of range"):
+        maps.Maps(counts={"n": 2**31}).to_bytes()
+    with pytest.raises(DecodeError, match=r"Maps\.by_bool key: expected bool"):
+        maps.Maps.from_bytes(msgpack.packb({7: {1: "x"}}))
+
+
+# -- names --------------------------------------------------------------------------------------
+
+
+def test_keyword_fields_are_escaped_and_keep_their_proto_names(
+    cases: dict[str, Generated],
+) -> None:
+    keywords = cases["keywords"].module("keywords_rpc")
+    message = keywords.Keywords(
+        class_=1, from_="a", self_=2, type_=3, list__=keywords.list_(str_=4)
+    )
+    message.import_ = "x"
+    assert keywords.Keywords.from_bytes(message.to_bytes()) == message
+    assert message.to_dict() == {
+        "class": 1,
+        "from": "a",
+        "self": "2",
+        "type": 3,
+        "list": {"str": 4},
+        "import": "x",
+    }
+    assert message.which_lambda() == "import_"
+    assert keywords.Flags.None_ == 0 and keywords.Flags.name_ == 2
+    assert keywords.Keywords(None_=keywords.Flags.name_).to_dict() == {"None": "name"}
+
+
+def test_nested_names_do_not_collide_with_similar_top_level_names(
+    cases: dict[str, Generated],
+) -> None:
+    nested = cases["nested"].module("nested_rpc")
+    assert nested.Content.Status is not nested.ContentStatus
+    assert nested.Content.Status.STATUS_NESTED == 1 and nested.ContentStatus.CONTENT_STATUS_TOP == 7
+    assert nested.Content.Line is not nested.ContentLine
+    assert nested.Content.Status.__qualname__ == "Content.Status"
+    shadow = nested.Shadow(class__=nested.Shadow.class_(x=1), ContentLine_=nested.ContentLine())
+    assert nested.Shadow.from_bytes(shadow.to_bytes()) == shadow
+
+
+def test_deeply_nested_classes_round_trip(cases: dict[str, Generated]) -> None:
+    deep = cases["deep"].module("deep_rpc")
+    e = deep.A.B.C.D.E(depth=deep.A.B.C.D.E.Depth.DEPTH_FIVE, leaf="x")
+    message = deep.A(b=deep.A.B(c=deep.A.B.C(d=deep.A.B.C.D(e=e))), shortcut=e)
+    assert deep.A.from_bytes(message.to_bytes()) == message
+    tree = deep.Tree(name="root", children=[deep.Tree(name="kid")], named={"k": deep.Tree()})
+    assert deep.Tree.from_bytes(tree.to_bytes()) == tree
+
+
+# -- proto2 and editions ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def defaults(cases: dict[str, Generated]) -> ModuleType:
+    return cases["defaults"].module("defaults_rpc")
+
+
+def test_proto2_declared_defaults_are_honoured(defaults: ModuleType) -> None:
+    message = defaults.Defaults(id="x")
+    assert message.retries == 3 and message.name == "anonymous"
+    assert message.magic == b'\x00\xffrp"c' and message.ratio == 0.5
+    assert message.limit == -math.inf and message.enabled is True
+    assert message.mode is defaults.Mode.MODE_SAFE
+    assert message.first_mode is defaults.Mode.MODE_FAST  # the first value, not 0
+    assert wire(message) == {10: "x"}
+    decoded = defaults.Defaults.from_bytes(message.to_bytes())
+    assert decoded == message and decoded.mode is defaults.Mode.MODE_SAFE
+    changed = defaults.Defaults(id="x", retries=0, enabled=False, mode=defaults.Mode.MODE_FAST)
+    assert wire(changed) == {10: "x", 1: 0, 6: False, 7: 1}
+
+
+def test_proto2_required_fields_are_checked(defaults: ModuleType) -> None:
+    with pytest.raises(ValueError, match=r"Defaults\.id: required field is not set"):
+        defaults.Defaults().to_bytes()
+    with pytest.raises(DecodeError, match=r"Defaults\.id: required field is missing"):
+        defaults.Defaults.from_bytes(msgpack.packb({1: 5}))
+    assert defaults.Defaults(id="").to_bytes() == msgpack.packb({10: ""})
+
+
+def test_proto2_groups_and_extensions_are_skipped(defaults: ModuleType) -> None:
+    assert not hasattr(defaults.Defaults, "Legacy")
+    assert "legacy" not in defaults.Defaults.__slots__
+    assert not hasattr(defaults, "extra")
+
+
+def test_editions_presence_comes_from_features(cases: dict[str, Generated]) -> None:
+    editions = cases["editions"].module("editions_rpc")
+    node = editions.Node(required_value=1)
+    assert node.label == "none" and node.explicit_value == 0
+    assert wire(node) == {3: 1}
+    with pytest.raises(ValueError, match="required field is not set"):
+        editions.Node().to_bytes()
+    nested = editions.Node(required_value=1, child=editions.Node(required_value=2), values=[1])
+    assert editions.Node.from_bytes(nested.to_bytes()) == nested
+
+
+# -- well-known types ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wkt(cases: dict[str, Generated]) -> ModuleType:
+    return cases["wkt"].module("wkt_rpc")
+
+
+def test_timestamps_are_aware_datetimes(wkt: ModuleType) -> None:
+    tokyo = datetime.timezone(datetime.timedelta(hours=9))
+    when = datetime.datetime(2024, 2, 29, 12, 30, 1, 123456, tzinfo=tokyo)
+    decoded = wkt.WellKnown.from_bytes(wkt.WellKnown(created=when).to_bytes())
+    assert decoded.created == when
+    assert decoded.created.tzinfo == datetime.timezone.utc
+    with pytest.raises(ValueError, match=r"WellKnown\.created: naive datetime"):
+        wkt.WellKnown(created=datetime.datetime(2024, 1, 1)).to_bytes()
+    with pytest.raises(TypeError, match=r"WellKnown\.created: expected datetime"):
+        wkt.WellKnown(created=datetime.date(2024, 1, 1)).to_bytes()
+
+
+def test_durations_are_timedeltas(wkt: ModuleType) -> None:
+    for delta in (
+        datetime.timedelta(seconds=-1, microseconds=500),
+        datetime.timedelta(days=-3, microseconds=1),
+        datetime.timedelta(days=3_650_000),
+        datetime.timedelta(0),
+    ):
+        message = wkt.WellKnown(ttl=delta, timeouts={"t": delta})
+        assert wkt.WellKnown.from_bytes(message.to_bytes()) == message
+    assert wire(wkt.WellKnown(ttl=datetime.timedelta(seconds=-1.5)))[2] == [-1, -500_000_000]
+    with pytest.raises(ValueError, match="out of range for Duration"):
+        wkt.WellKnown(ttl=datetime.timedelta(days=4_000_000)).to_bytes()
+
+
+def test_wrappers_are_optional_scalars_that_keep_zero(wkt: ModuleType) -> None:
+    message = wkt.WellKnown(w_int64=0, w_bool=False, w_string="", w_bytes=b"", numbers=[0, 1])
+    assert wire(message) == {5: 0, 9: False, 10: "", 11: b"", 20: [0, 1]}
+    decoded = wkt.WellKnown.from_bytes(message.to_bytes())
+    assert decoded.w_int64 == 0 and decoded.w_double is None
+    with pytest.raises(ValueError, match=r"WellKnown\.w_uint32: -1 is out of range"):
+        wkt.WellKnown(w_uint32=-1).to_bytes()
+
+
+def test_struct_value_and_list_value_are_plain_python_data(wkt: ModuleType) -> None:
+    message = wkt.WellKnown(
+        attributes={"a": 1, "b": [True, None, "x"], "c": {"d": 2.5}},
+        anything=[1, {"k": None}],
+        items=["one", 2],
+        extra={"v": "x"},
+    )
+    decoded = wkt.WellKnown.from_bytes(message.to_bytes())
+    assert decoded.attributes == {"a": 1.0, "b": [True, None, "x"], "c": {"d": 2.5}}
+    assert isinstance(decoded.attributes["a"], float)  # numbers are doubles, as in protobuf
+    assert decoded.anything == [1.0, {"k": None}] and decoded.items == ["one", 2.0]
+    with pytest.raises(TypeError, match=r"WellKnown\.attributes\['a'\]: bytes is not a JSON value"):
+        wkt.WellKnown(attributes={"a": b"x"}).to_bytes()
+    with pytest.raises(TypeError, match=r"keys must be str"):
+        wkt.WellKnown(attributes={1: "x"}).to_bytes()
+
+
+def test_any_packs_and_unpacks_generated_messages(wkt: ModuleType) -> None:
+    note = wkt.Note(text="hi")
+    packed = rm.Any.pack(note)
+    assert packed.type_url == "type.googleapis.com/cases.wkt.Note"
+    assert packed.is_type(wkt.Note) and not packed.is_type(wkt.WellKnown)
+    decoded = wkt.WellKnown.from_bytes(wkt.WellKnown(packed=packed).to_bytes())
+    assert decoded.packed.unpack(wkt.Note) == note
+    assert decoded.packed.unpack() == note
+    with pytest.raises(TypeError, match=r"not 'cases\.wkt\.WellKnown'"):
+        decoded.packed.unpack(wkt.WellKnown)
+
+
+def test_field_mask_empty_and_null_value(wkt: ModuleType) -> None:
+    message = wkt.WellKnown(mask=["a.b", "c_d"], nothing=rm.Empty(), null=rm.NullValue.NULL_VALUE)
+    decoded = wkt.WellKnown.from_bytes(message.to_bytes())
+    assert decoded.mask == ["a.b", "c_d"] and decoded.nothing == rm.Empty()
+    assert wire(message) == {17: ["a.b", "c_d"], 12: {}}
+
+
+def test_a_failed_encode_does_not_corrupt_the_next_one(scalars: ModuleType) -> None:
+    good = scalars.Scalars(f_string="ok", f_int32=1)
+    expected = good.to_bytes()
+    with pytest.raises(ValueError):
+        scalars.Scalars(f_string="x" * 100 + "\ud800").to_bytes()
+    assert good.to_bytes() == expected == msgpack.packb({3: 1, 14: "ok"})
+
+
+def test_concurrent_encoding_from_threads_gives_correct_bytes(scalars: ModuleType) -> None:
+    import threading
+
+    errors: list[str] = []
+
+    def work(n: int) -> None:
+        for i in range(2000):
+            message = scalars.Repeated(r_string=[f"{n}-{i}"] * 3, r_int64=list(range(n)))
+            if scalars.Repeated.from_bytes(message.to_bytes()) != message:
+                errors.append(f"thread {n}, item {i}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+def test_messages_pickle_and_copy(scalars: ModuleType) -> None:
+    import copy
+    import pickle
+
+    message = scalars.Scalars(f_string="x", child=scalars.Scalars(f_int32=3))
+    assert pickle.loads(pickle.dumps(message)) == message
+    clone = copy.deepcopy(message)
+    assert clone == message and clone.child is not message.child
