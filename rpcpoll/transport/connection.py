@@ -17,7 +17,8 @@ capacity-1 channel): a stale wake-up only causes one extra check.
 Output. `flush()` commits the output buffer and sends it with `sendmsg` of its block views.
 When the kernel buffer is full, the rest is handed to the poller (EPOLLOUT), which sends it as
 the socket drains; a flusher on another thread waits for that (or its write timeout), a flusher
-on the poller thread returns at once. `_draining` says who owns the output buffer's reader side.
+on a poller thread (any poller's) returns at once. `_draining` says who owns the output buffer's
+reader side.
 
 Requests. `on_request(ctx, conn)` runs at most once at a time per connection, on the runner
 (the worker pool, or the poller thread itself). It is re-run while unread input remains and the
@@ -49,7 +50,7 @@ from .errors import (
 )
 from .linkbuffer import LinkBuffer
 from .poll_backend import ERROR, HANGUP, READABLE, WRITABLE
-from .poller import Poller, TimerHandle, manager
+from .poller import Poller, TimerHandle, manager, on_poller_thread
 from .worker_pool import default_pool
 
 __all__ = ["CloseCallback", "Connection", "OnRequest", "Runner", "run_inline"]
@@ -128,6 +129,13 @@ class _OutputBuffer(LinkBuffer):
 
     def flush(self) -> None:
         self._conn.flush()
+
+    def _check_writable(self) -> None:
+        # Writer calls on `conn.writer()` fail like those on the connection itself.
+        closing = self._conn._closing
+        if closing is not _Closing.OPEN:
+            raise ConnectionClosedError(f"connection has been closed ({closing.name})")
+        super()._check_writable()
 
 
 class Connection:
@@ -378,6 +386,11 @@ class Connection:
             self._closing = _Closing.USER
         self._output._seal_writes("connection has been closed")
         self._wake_waiters()
+        if self._registered:
+            # Stop events now: the callbacks may wait for a running handler, and unread bytes
+            # would make every level-triggered wait return at once until then.
+            self._registered = False
+            self._poller.unregister(self._fd)
         self._try_finish()
 
     def detach(self) -> socket.socket:
@@ -451,13 +464,13 @@ class Connection:
         inbuf = self._input
         if len(inbuf) >= n:
             return
-        if self._poller.in_poller_thread():
+        if on_poller_thread():  # any poller's: waiting there stalls its connections
             if self._closing is _Closing.PEER:
                 raise ConnectionEOFError("connection closed by peer (wait read)")
             if self._closing is _Closing.USER:
                 raise ConnectionClosedError("connection has been closed (wait read)")
             raise WouldBlockOnPollerError(
-                f"a read of {n} bytes with {len(inbuf)} buffered would block the poller thread"
+                f"a read of {n} bytes with {len(inbuf)} buffered would block a poller thread"
             )
         deadline = self._read_deadline
         if deadline is None and self._read_timeout is not None:
@@ -488,8 +501,8 @@ class Connection:
     # ------------------------------------------------------------------ flush
 
     def flush(self) -> None:
-        """Send everything written. Returns once the kernel has every byte; on the poller
-        thread, returns at once and the poller sends what did not fit.
+        """Send everything written. Returns once the kernel has every byte; on a poller thread,
+        returns at once and the connection's poller sends what did not fit.
 
         Raises `ConnectionClosedError` if the connection is closed (or closes meanwhile),
         `WriteTimeoutError` if the socket does not drain in time (unsent bytes stay queued and
@@ -508,9 +521,17 @@ class Connection:
                 return
             if not self._draining and self._send(out):
                 return
-            if self._poller.in_poller_thread():
+            if on_poller_thread():
                 return  # the poller sends the rest when the socket drains
-            self._wait_drained()
+            deadline = self._write_deadline
+            if deadline is None and self._write_timeout is not None:
+                deadline = time.monotonic() + self._write_timeout
+            while True:
+                self._wait_drained(deadline)
+                # The poller may have finished an earlier drain without seeing the bytes
+                # committed above: send whatever is left (or wait again).
+                if not len(out) or self._send(out):
+                    return
         finally:
             self._flush_lock.release()
 
@@ -540,10 +561,7 @@ class Connection:
         self._poller.modify(self._fd, write=True)
         return False
 
-    def _wait_drained(self) -> None:
-        deadline = self._write_deadline
-        if deadline is None and self._write_timeout is not None:
-            deadline = time.monotonic() + self._write_timeout
+    def _wait_drained(self, deadline: float | None) -> None:
         trigger = self._write_trigger
         while self._draining:
             if self._closing is not _Closing.OPEN:

@@ -95,7 +95,8 @@ class ConcurrentAccessError(TransportError, RuntimeError):
 
 
 class WouldBlockOnPollerError(TransportError, RuntimeError):
-    """A blocking read or flush was called on the poller thread, where waiting would deadlock.
+    """A blocking read was called on a poller thread (any poller's), where waiting would stall
+    or deadlock every connection of that poller.
 
     Handlers that run on the poller thread must consume only what is buffered
     (check `len(conn.reader())` first) and return; they are called again when bytes arrive.

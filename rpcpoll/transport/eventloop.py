@@ -195,13 +195,14 @@ class EventLoop:
             conn.set_write_timeout(self.write_timeout)
         if self.idle_timeout:
             conn.set_idle_timeout(self.idle_timeout, close_idle=self.close_idle)
+        # Handlers first, as netpoll does: on_prepare may replace them (set_on_request).
+        conn._on_request = self.on_request
+        conn._on_disconnect = self.on_disconnect
         if self.on_prepare is not None:
             conn.context = self.on_prepare(conn)
         if not conn.is_active():  # closed by on_prepare
             conn._try_finish()
             return
-        conn._on_request = self.on_request
-        conn._on_disconnect = self.on_disconnect
         with self._lock:
             self._connections.add(conn)
         conn.add_close_callback(self._forget)

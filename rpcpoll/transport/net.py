@@ -12,6 +12,7 @@ import ipaddress
 import os
 import select
 import socket
+import struct
 import threading
 import time
 from typing import Any
@@ -53,10 +54,13 @@ def parse_tcp_address(address: str | tuple[str, int]) -> tuple[str, int]:
 class Listener:
     """A non-blocking listening socket that an EventLoop serves."""
 
-    def __init__(self, sock: socket.socket, network: str) -> None:
+    def __init__(self, sock: socket.socket, network: str, *, unlink_on_close: bool = True) -> None:
         sock.setblocking(False)
         self.socket = sock
         self.network = network
+        # A Unix listener removes its path when closed, unless it did not bind it
+        # (convert_listener).
+        self.unlink_on_close = unlink_on_close
 
     @property
     def address(self) -> Any:
@@ -75,7 +79,7 @@ class Listener:
         return sock
 
     def close(self) -> None:
-        path = self.address if self.network == "unix" else None
+        path = self.address if self.network == "unix" and self.unlink_on_close else None
         self.socket.close()
         if isinstance(path, str) and path and not path.startswith("\0"):
             try:
@@ -140,7 +144,11 @@ def create_listener(
 
 
 def convert_listener(sock: socket.socket) -> Listener:
-    """Wrap a listening TCP or Unix socket (a duplicate of it: the caller keeps its own)."""
+    """Wrap a listening TCP or Unix socket (a duplicate of it: the caller keeps its own).
+
+    Closing the Listener leaves a Unix socket's path in place: the caller bound it, and its own
+    socket may still be listening there.
+    """
     if sock.type != socket.SOCK_STREAM:
         raise UnsupportedNetworkError("only stream sockets can be served")
     if sock.family == socket.AF_UNIX:
@@ -149,7 +157,7 @@ def convert_listener(sock: socket.socket) -> Listener:
         network = "tcp"
     else:
         raise UnsupportedNetworkError(f"unsupported socket family {sock.family!r}")
-    return Listener(sock.dup(), network)
+    return Listener(sock.dup(), network, unlink_on_close=False)
 
 
 def dial_connection(
@@ -161,11 +169,12 @@ def dial_connection(
 ) -> Connection:
     """Connect and return a Connection registered with a poller.
 
-    `timeout` covers name resolution and connecting. Raises `DialTimeoutError`,
-    `DialRefusedError` (a `ConnectionRefusedError`) or `DialError`.
+    `timeout` covers name resolution and connecting; None or 0 means no limit (as in netpoll
+    and `Connection.set_read_timeout`). Raises `DialTimeoutError`, `DialRefusedError` (a
+    `ConnectionRefusedError`) or `DialError`.
     """
     _check_network(network)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = time.monotonic() + timeout if timeout is not None and timeout > 0 else None
     if network == "unix":
         if not isinstance(address, str):
             raise ValueError("a unix address is a path")
@@ -255,7 +264,9 @@ def _connect(family: int, sockaddr: Any, deadline: float | None, shown: Any) -> 
     try:
         sock.setblocking(False)
         code = sock.connect_ex(sockaddr)
-        if code in _IN_PROGRESS:
+        if family == socket.AF_UNIX and code in (errno.EAGAIN, errno.EWOULDBLOCK):
+            code = _connect_unix_blocking(sock, sockaddr, deadline, shown)
+        elif code in _IN_PROGRESS:
             _wait_writable(sock, deadline, shown)
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code in _REFUSED:
@@ -268,6 +279,35 @@ def _connect(family: int, sockaddr: Any, deadline: float | None, shown: Any) -> 
     except BaseException:
         sock.close()
         raise
+
+
+def _connect_unix_blocking(
+    sock: socket.socket, path: Any, deadline: float | None, shown: Any
+) -> int:
+    """Connect to a Unix listener whose backlog is full.
+
+    A non-blocking Unix connect then fails with EAGAIN and, unlike TCP, does not go on in the
+    background (the socket stays unconnected and polls writable at once). A blocking connect
+    waits in the kernel for room in the backlog, bounded by SO_SNDTIMEO.
+    """
+    timeout = 0.0
+    if deadline is not None:
+        timeout = deadline - time.monotonic()
+        if timeout <= 0:
+            raise DialTimeoutError(f"dial timeout connecting to {shown!r}")
+    micros = max(1, int(timeout * 1_000_000)) if deadline is not None else 0
+    sock.setsockopt(
+        socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", *divmod(micros, 1_000_000))
+    )
+    sock.setblocking(True)
+    try:
+        code = sock.connect_ex(path)
+    finally:
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 0, 0))
+    if code in _IN_PROGRESS:  # SO_SNDTIMEO expired with the backlog still full
+        raise DialTimeoutError(f"dial timeout connecting to {shown!r}")
+    return code
 
 
 def _wait_writable(sock: socket.socket, deadline: float | None, shown: Any) -> None:

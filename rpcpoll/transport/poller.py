@@ -23,9 +23,17 @@ from collections.abc import Callable
 
 from .poll_backend import READABLE, Backend, default_backend
 
-__all__ = ["Poller", "PollerManager", "TimerHandle", "configure", "manager"]
+__all__ = ["Poller", "PollerManager", "TimerHandle", "configure", "manager", "on_poller_thread"]
 
 log = logging.getLogger("rpcpoll.transport")
+
+_thread_state = threading.local()
+
+
+def on_poller_thread() -> bool:
+    """True on the thread of any poller, where blocking would stall all of its fds."""
+    return getattr(_thread_state, "is_poller", False)
+
 
 Handler = Callable[[int], None]
 
@@ -60,7 +68,9 @@ class Poller:
         self._timer_lock = threading.Lock()
         self._wake_r, self._wake_w = _wakeup_pair()
         self._wake_pending = False
+        self._wake_lock = threading.Lock()  # orders wake-up writes before the fds' close
         self._closed = False
+        self._exited = False  # the loop has stopped and closed its fds
         self.registered = 0  # fds other than the wake-up fd
         self._handlers[self._wake_r] = self._drain_wakeup
         self._backend.register(self._wake_r)
@@ -87,9 +97,15 @@ class Poller:
             self.registered -= 1
 
     def call_soon(self, callback: Callable[[], None]) -> None:
-        """Run `callback` on the poller thread after the current batch of events."""
+        """Run `callback` on the poller thread after the current batch of events.
+
+        On a poller whose loop has already stopped, it runs on the calling thread instead, so
+        a posted clean-up (closing a socket, say) is never lost.
+        """
         self._ready.append(callback)
-        if not self._wake_pending and threading.get_ident() != self._ident:
+        if self._exited:
+            self._run_ready()
+        elif not self._wake_pending and threading.get_ident() != self._ident:
             self._wake()
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
@@ -122,6 +138,7 @@ class Poller:
 
     def _run(self) -> None:
         self._ident = threading.get_ident()
+        _thread_state.is_poller = True
         handlers = self._handlers
         poll = self._backend.poll
         ready = self._ready
@@ -142,17 +159,28 @@ class Poller:
                         log.exception("poller handler for fd %d failed", fd)
                 if self._timers:
                     self._run_timers()
-                while ready:
-                    callback = ready.popleft()
-                    try:
-                        callback()
-                    except Exception:
-                        log.exception("poller callback failed")
+                if ready:
+                    self._run_ready()
         finally:
+            with self._wake_lock:
+                self._exited = True
+                os.close(self._wake_r)
+                if self._wake_w != self._wake_r:
+                    os.close(self._wake_w)
             self._backend.close()
-            os.close(self._wake_r)
-            if self._wake_w != self._wake_r:
-                os.close(self._wake_w)
+            self._run_ready()  # callbacks posted while the loop was stopping
+
+    def _run_ready(self) -> None:
+        ready = self._ready
+        while ready:
+            try:
+                callback = ready.popleft()
+            except IndexError:  # another thread ran it
+                return
+            try:
+                callback()
+            except Exception:
+                log.exception("poller callback failed")
 
     def _next_timeout(self) -> float:
         if not self._timers:
@@ -174,19 +202,24 @@ class Poller:
                 log.exception("poller timer failed")
 
     def _wake(self) -> None:
-        self._wake_pending = True
-        try:
-            os.write(self._wake_w, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        except OSError:  # closed, or the pipe is full (a wake-up is pending anyway)
-            pass
+        with self._wake_lock:
+            if self._exited:  # the fd is closed; its number may belong to another file now
+                return
+            self._wake_pending = True
+            try:
+                os.write(self._wake_w, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            except OSError:  # the pipe is full: a wake-up is pending anyway
+                pass
 
     def _drain_wakeup(self, mask: int) -> None:
-        self._wake_pending = False
+        # Read first, then clear the flag: a wake-up whose write this read consumes must not
+        # leave the flag set, or later call_soon()s would skip waking a sleeping poller.
         if mask & READABLE:
             try:
                 os.read(self._wake_r, 4096)
             except OSError:
                 pass
+        self._wake_pending = False
 
 
 def _wakeup_pair() -> tuple[int, int]:
