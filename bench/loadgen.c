@@ -13,6 +13,11 @@
  * Prints one JSON line: {"completed", "seconds", "qps", "mb_per_s", "p50_us", "p99_us",
  * "p999_us", "max_us", "errors"}. Every response is checked to be exactly the request
  * that was sent (same length, same bytes).
+ *
+ * With LOADGEN_REQUEST=file (and LOADGEN_REPLY=file) in the environment, the request is
+ * that file's bytes (one complete frame whose first 4 bytes are a big-endian length of the
+ * rest, such as a TTHeader frame) and every response must equal LOADGEN_REPLY's bytes; SIZE
+ * is then ignored.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -43,6 +48,8 @@ typedef struct {
 
 static unsigned char *frame;
 static size_t frame_len;
+static unsigned char *expect; /* the reply every request must get */
+static size_t expect_len;
 static uint32_t *lat;
 static size_t nlat, latcap;
 static uint64_t completed, errors;
@@ -153,7 +160,7 @@ static void on_readable(conn_t *c) {
         uint32_t n = ((uint32_t)c->rbuf[off] << 24) | ((uint32_t)c->rbuf[off + 1] << 16) |
                      ((uint32_t)c->rbuf[off + 2] << 8) | (uint32_t)c->rbuf[off + 3];
         if (c->rlen - off < 4 + (size_t)n) break;
-        if (4 + (size_t)n != frame_len || memcmp(c->rbuf + off, frame, frame_len) != 0) errors++;
+        if (4 + (size_t)n != expect_len || memcmp(c->rbuf + off, expect, expect_len) != 0) errors++;
         off += 4 + (size_t)n;
         if (c->count == 0) {
             errors++;
@@ -173,6 +180,19 @@ static void on_readable(conn_t *c) {
         c->rlen -= off;
     }
     if (done > 0) queue_requests(c, done);
+}
+
+static unsigned char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) die(path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *data = malloc(n > 0 ? (size_t)n : 1);
+    if (!data || fread(data, 1, (size_t)n, f) != (size_t)n) die("read");
+    fclose(f);
+    *len = (size_t)n;
+    return data;
 }
 
 static int cmp_u32(const void *a, const void *b) {
@@ -197,13 +217,23 @@ int main(int argc, char **argv) {
     double seconds = atof(argv[5]), warmup = argc > 6 ? atof(argv[6]) : 0.5;
     if (nconn < 1 || depth < 1) return 2;
 
-    frame_len = 4 + size;
-    frame = malloc(frame_len);
-    frame[0] = (unsigned char)(size >> 24);
-    frame[1] = (unsigned char)(size >> 16);
-    frame[2] = (unsigned char)(size >> 8);
-    frame[3] = (unsigned char)size;
-    for (size_t i = 0; i < size; i++) frame[4 + i] = (unsigned char)(i * 131 + 7);
+    const char *request_file = getenv("LOADGEN_REQUEST");
+    if (request_file) {
+        frame = read_file(request_file, &frame_len);
+        const char *reply_file = getenv("LOADGEN_REPLY");
+        expect = reply_file ? read_file(reply_file, &expect_len) : frame;
+        if (!reply_file) expect_len = frame_len;
+    } else {
+        frame_len = 4 + size;
+        frame = malloc(frame_len);
+        frame[0] = (unsigned char)(size >> 24);
+        frame[1] = (unsigned char)(size >> 16);
+        frame[2] = (unsigned char)(size >> 8);
+        frame[3] = (unsigned char)size;
+        for (size_t i = 0; i < size; i++) frame[4 + i] = (unsigned char)(i * 131 + 7);
+        expect = frame;
+        expect_len = frame_len;
+    }
     latcap = 50u * 1000u * 1000u;
     lat = malloc(latcap * sizeof *lat);
     if (!lat) die("malloc");
@@ -213,7 +243,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nconn; i++) {
         conn_t *c = &conns[i];
         c->fd = dial(target);
-        c->rcap = 131072 + frame_len;
+        c->rcap = 131072 + frame_len + expect_len;
         c->rbuf = malloc(c->rcap);
         c->wcap = frame_len * (size_t)depth + 4096;
         c->wbuf = malloc(c->wcap);

@@ -6,6 +6,8 @@ import click
 
 from ._version import __version__
 from .codegen.cli import gen
+from .demo import demo_command
+from .server.cli import serve_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,3 +17,5 @@ def main() -> None:
 
 
 main.add_command(gen)
+main.add_command(serve_command)
+main.add_command(demo_command)

@@ -137,8 +137,13 @@ class Channel(Protocol):
         *,
         timeout: float | None,
         metadata: Mapping[str, str] | None,
+        reply_metadata: dict[str, str] | None = None,
     ) -> Any:
-        """Send `request` and return the decoded response; raise RpcError on failure."""
+        """Send `request` and return the decoded response; raise RpcError on failure.
+
+        The reply's metadata is copied into `reply_metadata` when it is given (also when the
+        call fails with an error reply).
+        """
         ...
 
     def close(self) -> None:
@@ -178,6 +183,7 @@ class LocalChannel:
         *,
         timeout: float | None,
         metadata: Mapping[str, str] | None,
+        reply_metadata: dict[str, str] | None = None,
     ) -> Any:
         if self._closed:
             raise UnavailableError(message="channel is closed")
@@ -199,7 +205,7 @@ class LocalChannel:
         if deadline is not None and time.monotonic() >= deadline:
             raise DeadlineExceededError(message=f"deadline exceeded before {method.name} was sent")
 
-        reply = self._serve(handler, service, served, payload, metadata, deadline)
+        reply = self._serve(handler, service, served, payload, metadata, deadline, reply_metadata)
         if deadline is not None and time.monotonic() > deadline:
             raise DeadlineExceededError(message=f"deadline exceeded waiting for {method.name}")
         return method.response_type.from_bytes(reply)
@@ -212,6 +218,7 @@ class LocalChannel:
         payload: bytes,
         metadata: Mapping[str, str] | None,
         deadline: float | None,
+        reply_metadata: dict[str, str] | None = None,
     ) -> bytes:
         """The server side of a call: decode, dispatch, encode, with the server's error map.
 
@@ -240,6 +247,9 @@ class LocalChannel:
             except Exception:
                 _log.exception("handler for %s failed", where)
                 failure = InternalError(message=f"{where} failed on the server")
+            finally:
+                if reply_metadata is not None:
+                    reply_metadata.update(context.reply_metadata)
         raise failure
 
     def close(self) -> None:
@@ -286,11 +296,21 @@ class Client:
         request: Any,
         timeout: float | None,
         metadata: Mapping[str, str] | None,
+        reply_metadata: dict[str, str] | None = None,
     ) -> Any:
         """Send a unary call of this service's method `method` (wire name)."""
         service = self.SERVICE
+        if reply_metadata is None:  # channels written before reply metadata need not take it
+            return self._channel.unary_call(
+                service, service.methods[method], request, timeout=timeout, metadata=metadata
+            )
         return self._channel.unary_call(
-            service, service.methods[method], request, timeout=timeout, metadata=metadata
+            service,
+            service.methods[method],
+            request,
+            timeout=timeout,
+            metadata=metadata,
+            reply_metadata=reply_metadata,
         )
 
 

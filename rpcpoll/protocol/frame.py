@@ -211,9 +211,12 @@ def _write(
 
 class RequestTemplate:
     """Header bytes of one (service, method) computed once; per call only the sequence id,
-    the timeout and the metadata change."""
+    the timeout and the metadata change. Headers for recent timeout values are cached too (a
+    client with a fixed timeout sends the same few millisecond values over and over)."""
 
-    __slots__ = ("_base", "_base_info", "_str_entries", "method", "service")
+    __slots__ = ("_base", "_base_info", "_by_timeout", "_str_entries", "method", "service")
+
+    _CACHED_TIMEOUTS = 64
 
     def __init__(self, service: str, method: str, message_type: MessageType = MessageType.CALL):
         self.service = service
@@ -224,6 +227,31 @@ class RequestTemplate:
         ]
         self._str_entries = {SERVICE_KEY: service}
         self._base_info = _header_info(self._base, self._str_entries)
+        self._by_timeout: dict[int, bytes] = {}
+
+    def header_info(
+        self, timeout_ms: int | None = None, metadata: Mapping[str, str] | None = None
+    ) -> bytes:
+        """The header info bytes of a call with this timeout and metadata."""
+        if not metadata:
+            if timeout_ms is None:
+                return self._base_info
+            info = self._by_timeout.get(timeout_ms)
+            if info is None:
+                if len(self._by_timeout) >= self._CACHED_TIMEOUTS:
+                    self._by_timeout.clear()
+                info = self._by_timeout[timeout_ms] = _header_info(
+                    [*self._base, (int(IntKey.RPC_TIMEOUT), b"%d" % timeout_ms)], self._str_entries
+                )
+            return info
+        ints = self._base
+        if timeout_ms is not None:
+            ints = [*ints, (int(IntKey.RPC_TIMEOUT), b"%d" % timeout_ms)]
+        strs = dict(self._str_entries)
+        for key, value in metadata.items():
+            _check_metadata(key, value)
+            strs[key] = value
+        return _header_info(ints, strs)
 
     def write(
         self,
@@ -234,22 +262,7 @@ class RequestTemplate:
         metadata: Mapping[str, str] | None = None,
         flags: int = 0,
     ) -> None:
-        if timeout_ms is None and not metadata:
-            info = self._base_info
-        else:
-            ints = (
-                self._base
-                if timeout_ms is None
-                else [*self._base, (int(IntKey.RPC_TIMEOUT), b"%d" % timeout_ms)]
-            )
-            strs = self._str_entries
-            if metadata:
-                strs = dict(strs)
-                for key, value in metadata.items():
-                    _check_metadata(key, value)
-                    strs[key] = value
-            info = _header_info(ints, strs)
-        _write(buf, flags, seq_id, info, payload)
+        _write(buf, flags, seq_id, self.header_info(timeout_ms, metadata), payload)
 
 
 def write_reply(

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import select
 import socket
 import threading
 import time
@@ -153,6 +154,7 @@ class Connection:
         poller: Poller | None = None,
         runner: Runner | None = None,
         network: str | None = None,
+        direct: bool = False,
     ) -> None:
         sock.setblocking(False)
         self._sock = sock
@@ -197,6 +199,11 @@ class Connection:
         self._hangup_handled = False
         self._registered = False  # in the poller's set right now
         self._poller_bound = False  # the poller has seen this fd: release on its thread
+        self._server_side = False  # accepted by an EventLoop: a hang-up finishes it
+        # A direct connection has no poller: blocking reads receive on the calling thread.
+        self._direct = direct
+        self._readiness: select.poll | None = None
+        self._readiness_events = 0
 
         self._local = _address(sock, local=True)
         self._remote = _address(sock, local=False)
@@ -205,7 +212,7 @@ class Connection:
 
     def _register(self) -> None:
         """Start receiving events (after the on_prepare step, as netpoll does)."""
-        if self._closing is _Closing.OPEN and not self._registered:
+        if self._closing is _Closing.OPEN and not self._registered and not self._direct:
             self._registered = self._poller_bound = True
             self._poller.register(self._fd, self._on_event)
 
@@ -318,7 +325,27 @@ class Connection:
     # ------------------------------------------------------------------ state and options
 
     def is_active(self) -> bool:
+        """False once either side closed. On a direct connection this asks the socket (one
+        `poll` call): a peer's close is only seen by reading."""
+        if self._direct and self._closing is _Closing.OPEN:
+            self._probe()
         return self._closing is _Closing.OPEN
+
+    @property
+    def closed(self) -> bool:
+        """Whether this side knows the connection is closed (never does I/O to find out)."""
+        return self._closing is not _Closing.OPEN
+
+    @property
+    def direct(self) -> bool:
+        """Whether the connection does its I/O on the calling thread (no poller)."""
+        return self._direct
+
+    def wait_readable(self, n: int) -> int:
+        """Wait until at least `n` bytes are buffered, as a read of `n` bytes would (same
+        timeouts and errors), without consuming them; returns the number buffered."""
+        self._input._check_read("wait_readable", n)
+        return len(self._input)
 
     def set_read_timeout(self, seconds: float | None) -> None:
         """Limit every later blocking read (its whole wait); None or 0: no limit. Clears the
@@ -362,10 +389,16 @@ class Connection:
             self._poller.call_soon(self._arm_idle_timer)
 
     def set_on_request(self, on_request: OnRequest | None) -> None:
-        """Call `on_request(ctx, conn)` when bytes arrive; None is ignored (as in netpoll)."""
+        """Call `on_request(ctx, conn)` when bytes arrive; None is ignored (as in netpoll).
+
+        A direct connection becomes poller-driven from here on.
+        """
         if on_request is None:
             return
         self._on_request = on_request
+        if self._direct:
+            self._direct = False
+            self._register()
         if len(self._input):
             self._schedule()
 
@@ -464,6 +497,12 @@ class Connection:
         inbuf = self._input
         if len(inbuf) >= n:
             return
+        if self._direct:  # no poller involved: the calling thread receives
+            deadline = self._read_deadline
+            if deadline is None and self._read_timeout is not None:
+                deadline = time.monotonic() + self._read_timeout
+            self._receive_until(n, deadline)
+            return
         if on_poller_thread():  # any poller's: waiting there stalls its connections
             if self._closing is _Closing.PEER:
                 raise ConnectionEOFError("connection closed by peer (wait read)")
@@ -498,6 +537,83 @@ class Connection:
         finally:
             self._wait_size = 0
 
+    # ------------------------------------------------------------------ direct I/O
+
+    def _poll(self, events: int, timeout_ms: int | None) -> bool:
+        """poll(2) this socket for `events` (None: no time limit)."""
+        readiness = self._readiness
+        if readiness is None:
+            readiness = self._readiness = select.poll()
+            readiness.register(self._fd, events)
+            self._readiness_events = events
+        elif events != self._readiness_events:
+            readiness.modify(self._fd, events)
+            self._readiness_events = events
+        return bool(readiness.poll(timeout_ms))
+
+    def _wait_ready(self, events: int, deadline: float | None) -> bool:
+        """Wait on this thread until the socket is ready for `events`; False on timeout."""
+        if deadline is None:
+            return self._poll(events, None)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return self._poll(events, 0)  # one last look
+        return self._poll(events, max(1, int(remaining * 1000 + 0.999)))
+
+    def _receive_until(self, n: int, deadline: float | None) -> None:
+        """Receive on this thread until `n` bytes are buffered (a direct connection's wait)."""
+        inbuf = self._input
+        while len(inbuf) < n:
+            closing = self._closing
+            if closing is _Closing.PEER:
+                raise ConnectionEOFError("connection closed by peer (wait read)")
+            if closing is _Closing.USER:
+                raise ConnectionClosedError("connection has been closed (wait read)")
+            if not self._wait_ready(select.POLLIN, deadline):
+                raise ReadTimeoutError(
+                    f"connection read timeout: {len(inbuf)} of {n} bytes arrived"
+                    f" from {self._remote!r}"
+                )
+            self._receive()
+
+    def _receive(self) -> int:
+        """One non-blocking `recv_into` into the input buffer; the poller's read, on this
+        thread. Returns the bytes received (0 after a hang-up, -1 if none were waiting)."""
+        inbuf = self._input
+        book_size = self._book_size
+        space = inbuf.book(book_size, self._max_size)
+        try:
+            n = self._sock.recv_into(space)
+        except BlockingIOError:
+            n = -1
+        except OSError as exc:
+            log.debug("recv on %r failed: %s", self, exc)
+            n = 0
+        finally:
+            del space
+        if n <= 0:
+            inbuf.book_ack(0)
+            if n == 0:
+                self._hangup()
+            return n
+        length = inbuf.book_ack(n)
+        if n == book_size and book_size < _MAX_READ:
+            self._book_size = book_size * 2
+        if length > self._max_size and self._max_size < _MAX_READ:
+            self._max_size = min(_MAX_READ, 1 << (length - 1).bit_length())
+        if self._close_idle:
+            self._last_active = time.monotonic()
+        return n
+
+    def _probe(self) -> None:
+        """Notice a peer's close on a direct connection without blocking."""
+        try:
+            readable = self._poll(select.POLLIN, 0)
+        except (OSError, ValueError):
+            readable = True  # a closed or broken fd: let the read find out
+        if readable:
+            self._receive()
+
     # ------------------------------------------------------------------ flush
 
     def flush(self) -> None:
@@ -526,6 +642,9 @@ class Connection:
             deadline = self._write_deadline
             if deadline is None and self._write_timeout is not None:
                 deadline = time.monotonic() + self._write_timeout
+            if self._direct:
+                self._send_until_drained(out, deadline)
+                return
             while True:
                 self._wait_drained(deadline)
                 # The poller may have finished an earlier drain without seeing the bytes
@@ -557,9 +676,23 @@ class Connection:
                 return True
             if not sent:
                 break
+        if self._direct:
+            return False  # the caller waits for writability on its own thread
         self._draining = True
         self._poller.modify(self._fd, write=True)
         return False
+
+    def _send_until_drained(self, out: LinkBuffer, deadline: float | None) -> None:
+        """A direct connection's wait for a full socket: poll for writability, send, repeat."""
+        while True:
+            if self._closing is not _Closing.OPEN:
+                raise ConnectionClosedError("connection has been closed (when flush)")
+            if not self._wait_ready(select.POLLOUT, deadline):
+                raise WriteTimeoutError(
+                    f"connection write timeout: {len(out)} bytes still queued for {self._remote!r}"
+                )
+            if self._send(out):
+                return
 
     def _wait_drained(self, deadline: float | None) -> None:
         trigger = self._write_trigger
@@ -658,7 +791,10 @@ class Connection:
         if self._registered:
             self._registered = False
             self._poller.unregister(self._fd)
-        self._runner(self._handle_hangup)
+        if self._direct:
+            self._handle_hangup()  # no handlers to run: no reason to hop to a worker
+        else:
+            self._runner(self._handle_hangup)
 
     def _handle_hangup(self) -> None:
         with self._state_lock:
@@ -669,7 +805,7 @@ class Connection:
             self._notify_disconnect()
         self._hangup_handled = True
         # A plain dialed connection (no handlers) runs its callbacks when the user closes it.
-        if self._on_request is not None or self._on_connect is not None:
+        if self._on_request is not None or self._on_connect is not None or self._server_side:
             self._try_finish()
 
     def _notify_disconnect(self) -> None:
@@ -730,6 +866,9 @@ class Connection:
                     on_request(self.context, self)
                     if inbuf._consumed == consumed and inbuf._flushed == committed:
                         break  # no progress: wait for more bytes
+            except ConnectionClosedError as exc:  # the peer went away mid-request: routine
+                log.debug("on_request of %r: %s; closing it", self, exc)
+                self.close()
             except Exception:
                 log.exception("on_request of %r failed; closing it", self)
                 self.close()

@@ -59,6 +59,7 @@ class EventLoop:
         close_idle: bool = False,
         run_on_poller: bool = False,
         runner: Runner | None = None,
+        is_busy: Callable[[Any, Connection], bool] | None = None,
     ) -> None:
         self.on_request = on_request
         self.on_prepare = on_prepare
@@ -69,6 +70,9 @@ class EventLoop:
         self.idle_timeout = idle_timeout
         self.close_idle = close_idle
         self._runner: Runner | None = run_inline if run_on_poller else runner
+        # An extra busy check for shutdown: work the loop cannot see, such as calls a server
+        # runs on other threads for a connection.
+        self._is_busy = is_busy
         self._lock = threading.Lock()
         self._connections: set[Connection] = set()
         self._listener: Listener | None = None
@@ -107,14 +111,16 @@ class EventLoop:
         connections are left open; call again to keep waiting). `serve()` returns either way.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._stop_accepting()
+        self.stop_accepting()
         try:
             while True:
                 busy = 0
                 for conn in self.connections():
                     if not conn.is_active():
                         continue  # closing: its callbacks will forget it
-                    if _is_idle(conn):
+                    if _is_idle(conn) and not (
+                        self._is_busy is not None and self._is_busy(conn.context, conn)
+                    ):
                         conn.close()
                     else:
                         busy += 1
@@ -131,7 +137,8 @@ class EventLoop:
 
     # ------------------------------------------------------------------ accepting
 
-    def _stop_accepting(self) -> None:
+    def stop_accepting(self) -> None:
+        """Close the listener (new connections are refused); served ones carry on."""
         with self._lock:
             self._closing = True
             listener, poller = self._listener, self._poller
@@ -189,6 +196,7 @@ class EventLoop:
 
     def _serve_connection(self, sock: socket.socket) -> None:
         conn = Connection(sock, runner=self._runner)
+        conn._server_side = True
         if self.read_timeout:
             conn.set_read_timeout(self.read_timeout)
         if self.write_timeout:

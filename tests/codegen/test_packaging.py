@@ -36,6 +36,8 @@ def test_wheel_contains_every_template(wheel: Path) -> None:
     )
     assert "rpcpoll/py.typed" in names
     assert "rpcpoll/message.py" in names and "rpcpoll/service.py" in names
+    # `rpcpoll demo` generates from the bundled example IDL, so it ships too
+    assert "rpcpoll/_idl/echo.proto" in names
 
 
 @pytest.mark.timeout(120)

@@ -11,16 +11,13 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rpcpoll import transport
-from rpcpoll.transport import Connection, EventLoop, create_listener, default_pool
+from rpcpoll.transport import Connection, EventLoop, create_listener
 
 sys.path.insert(0, os.path.dirname(__file__))  # for transport_testutil (importlib import mode)
 
@@ -32,73 +29,10 @@ from transport_testutil import (
     connection_pair,
 )
 
-LEAK_WAIT = 3.0  # seconds the leak check waits for fds and threads to come back
-
-
-def _fd_targets() -> dict[int, str]:
-    targets = {}
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            targets[int(name)] = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:  # the fd listdir itself used, already closed
-            pass
-    return targets
-
-
-def _describe_fd(fd: int, target: str) -> str:
-    """The fd's target, plus family and addresses for a socket (read through a duplicate)."""
-    if not target.startswith("socket:"):
-        return target
-    try:
-        dup = socket.socket(fileno=os.dup(fd))
-    except OSError:
-        return target
-    try:
-        try:
-            peer = dup.getpeername()
-        except OSError:
-            peer = None
-        return f"{target} {dup.family.name} {dup.getsockname()!r} -> {peer!r}"
-    except OSError:
-        return target
-    finally:
-        dup.close()
-
-
-def _fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
 
 @pytest.fixture(autouse=True)
-def _no_leaked_fds_or_threads() -> Iterator[None]:
-    transport.initialize()
-    default_pool().trim()
-    fds_before = _fd_targets()
-    fd_count = _fd_count()
-    threads_before = set(threading.enumerate())
-    thread_count = threading.active_count()
-    yield
-    deadline = time.monotonic() + LEAK_WAIT
-    while True:
-        # Idle workers are expected (they linger for the pool's idle timeout): stop them, also
-        # those started by work the test left behind (a hang-up handled after the test ended).
-        default_pool().trim(timeout=0.1)
-        fds_now, threads_now = _fd_count(), threading.active_count()
-        if fds_now == fd_count and threads_now == thread_count:
-            return
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
-    fds_after = _fd_targets()
-    extra_fds = {fd: _describe_fd(fd, t) for fd, t in fds_after.items() if fds_before.get(fd) != t}
-    gone_fds = {fd: t for fd, t in fds_before.items() if fds_after.get(fd) != t}
-    extra_threads = [t.name for t in threading.enumerate() if t not in threads_before]
-    gone_threads = [t.name for t in threads_before if not t.is_alive()]
-    pytest.fail(
-        f"leak check after {LEAK_WAIT} s: fds {fd_count} -> {fds_now}, threads {thread_count}"
-        f" -> {threads_now}\n  extra fds: {extra_fds}\n  fds gone: {gone_fds}"
-        f"\n  extra threads: {extra_threads}\n  threads gone: {gone_threads}"
-    )
+def _no_leaked_fds_or_threads(no_leaks: None) -> None:
+    """Every transport test runs under the shared leak check (tests/conftest.py)."""
 
 
 @pytest.fixture

@@ -172,9 +172,12 @@ class EchoServiceClient(_svc.Client):
         *,
         timeout: float | None = None,
         metadata: _abc.Mapping[str, str] | None = None,
+        reply_metadata: dict[str, str] | None = None,
     ) -> EchoResponse:
         """Returns the request's message and payload unchanged."""
-        response: EchoResponse = self._call_unary("Echo", request, timeout, metadata)
+        response: EchoResponse = self._call_unary(
+            "Echo", request, timeout, metadata, reply_metadata
+        )
         return response
 
 

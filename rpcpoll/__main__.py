@@ -1,0 +1,5 @@
+"""`python -m rpcpoll` is the `rpcpoll` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,149 @@
+"""From a decoded call frame to a reply frame: routing, decoding, the handler, error mapping.
+
+The error contract (the same as `rpcpoll.service.LocalChannel`'s):
+
+- a handler raising `RpcError` sends that code and message;
+- any other exception sends INTERNAL with a generic message; the traceback is logged, never sent;
+- an unknown service or method gets UNIMPLEMENTED; an undecodable request INVALID_ARGUMENT;
+- a call whose deadline passed before it could run gets DEADLINE_EXCEEDED without running.
+
+None of these affect the connection. Frames that are not calls are protocol errors, raised
+to the caller, which closes the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..message import DecodeError, Message
+from ..protocol.frame import Frame, MessageType, ProtocolError, write_exception, write_reply
+from ..protocol.status import RpcError, StatusCode
+from ..service import CallContext, Handler, MethodDescriptor, ServiceDescriptor
+from ..transport.linkbuffer import LinkBuffer
+
+__all__ = ["Dispatcher", "Route"]
+
+log = logging.getLogger("rpcpoll.server")
+
+# Reply metadata that tells a pooling client not to reuse the connection (Kitex's key).
+CONNECTION_RESET_KEY = "crrst"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    service: ServiceDescriptor
+    method: MethodDescriptor
+    call: Callable[[Any, CallContext], Any]
+    decode: Callable[[Any], Any]
+    response_type: type[Message]
+    where: str
+
+
+class Dispatcher:
+    """The routing table of a server: (service, method) wire names to bound handler methods."""
+
+    def __init__(self) -> None:
+        self._routes: dict[tuple[str, str], Route] = {}
+        self._by_method: dict[str, Route | None] = {}  # None: the name is ambiguous
+        self.services: dict[str, Handler] = {}
+
+    def register(self, handler: Handler) -> None:
+        """Serve every unary method of `handler`'s generated service."""
+        service = getattr(type(handler), "SERVICE", None)
+        if not isinstance(service, ServiceDescriptor):
+            raise TypeError(f"{type(handler).__name__} is not a generated handler (no SERVICE)")
+        if service.full_name in self.services:
+            raise ValueError(f"service {service.full_name} is already registered")
+        self.services[service.full_name] = handler
+        for method in service.methods.values():
+            if not method.unary:
+                continue  # streaming methods answer UNIMPLEMENTED until streaming lands
+            route = Route(
+                service,
+                method,
+                getattr(handler, method.python_name),
+                method.request_type.from_bytes,
+                method.response_type,
+                f"{service.full_name}/{method.name}",
+            )
+            self._routes[(service.full_name, method.name)] = route
+            # Kitex routes a frame without a service name by a method name that is unique.
+            self._by_method[method.name] = None if method.name in self._by_method else route
+
+    def route(self, service: str, method: str) -> Route | None:
+        if service:
+            return self._routes.get((service, method))
+        return self._by_method.get(method)
+
+    def handle(
+        self,
+        frame: Frame,
+        out: LinkBuffer,
+        extra_metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Run the call in `frame` and write its reply (or exception) frame to `out`.
+
+        `extra_metadata` goes on the reply whatever the outcome (the server's drain marker).
+        """
+        kind = frame.message_type
+        if kind is not MessageType.CALL and kind is not MessageType.ONEWAY:
+            raise ProtocolError(f"a server cannot receive a {kind.name} frame")
+        seq_id, flags = frame.seq_id, frame.flags
+        extra = extra_metadata
+        route = self.route(frame.service, frame.method)
+        if route is None:
+            name = f"{frame.service}/{frame.method}" if frame.service else frame.method
+            _fail(out, frame, StatusCode.UNIMPLEMENTED, f"unknown method {name}", extra)
+            return
+        deadline = None
+        if frame.timeout_ms is not None:
+            deadline = time.monotonic() + frame.timeout_ms / 1000.0
+            if frame.timeout_ms <= 0:
+                _fail(out, frame, StatusCode.DEADLINE_EXCEEDED, "deadline exceeded", extra)
+                return
+        try:
+            request = route.decode(frame.payload)
+        except DecodeError as exc:
+            message = f"cannot decode the request: {exc}"
+            _fail(out, frame, StatusCode.INVALID_ARGUMENT, message, extra)
+            return
+        context = CallContext(route.service.full_name, route.method.name, frame.metadata, deadline)
+        try:
+            response = route.call(request, context)
+            if response.__class__ is not route.response_type and not isinstance(
+                response, route.response_type
+            ):
+                raise TypeError(
+                    f"{route.where} returned {type(response).__name__}, "
+                    f"not {route.response_type.__name__}"
+                )
+            payload = response.to_bytes()
+        except RpcError as exc:
+            metadata = {**context.reply_metadata, **extra} if extra else context.reply_metadata
+            _fail(out, frame, exc.code, exc.message, metadata)
+            return
+        except Exception:
+            log.exception("handler for %s failed", route.where)
+            _fail(out, frame, StatusCode.INTERNAL, f"{route.where} failed on the server", extra)
+            return
+        if kind is MessageType.ONEWAY:
+            return
+        metadata = context.reply_metadata
+        if extra:
+            metadata = {**metadata, **extra}
+        write_reply(out, seq_id, payload, metadata, flags)
+
+
+def _fail(
+    out: LinkBuffer,
+    frame: Frame,
+    code: int,
+    message: str,
+    metadata: Mapping[str, str] | None,
+) -> None:
+    if frame.message_type is not MessageType.ONEWAY:
+        write_exception(out, frame.seq_id, int(code), message, metadata, frame.flags)

@@ -1,0 +1,217 @@
+"""The RPC server: an EventLoop whose on_request decodes frames and dispatches calls.
+
+Per read batch, `on_request` decodes every complete frame in the connection's input buffer,
+runs each call, writes the replies into the output buffer and flushes once: one `sendmsg` for
+the whole batch. Calls arriving in order (a pooled client: one call per connection at a time)
+run right there, on the connection's handler thread. Calls flagged out-of-order (a
+multiplexing client) each run as their own task on the worker pool, so a slow call does not hold
+up the others on the connection; their replies go out as they finish, under a per-connection
+write lock.
+
+Handlers may block: by default every connection's work runs on the worker pool, so a blocked
+handler holds one worker thread and nothing else. (A client that mixes in-order and
+out-of-order calls on one connection may see an out-of-order reply wait for an in-order call.)
+`run_on_poller=True` runs calls on the poller thread instead: the fastest mode, for handlers
+that never block.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from functools import partial
+from typing import Any
+
+from ..protocol.frame import (
+    DEFAULT_MAX_FRAME_SIZE,
+    FLAG_OUT_OF_ORDER,
+    Frame,
+    FrameReader,
+    ProtocolError,
+)
+from ..service import Handler
+from ..transport.address import format_address, parse_address
+from ..transport.connection import Connection
+from ..transport.errors import TransportError
+from ..transport.eventloop import EventLoop
+from ..transport.linkbuffer import LinkBuffer
+from ..transport.net import Listener, create_listener
+from ..transport.worker_pool import WorkerPool, default_pool
+from .dispatch import CONNECTION_RESET_KEY, Dispatcher
+
+__all__ = ["Server"]
+
+log = logging.getLogger("rpcpoll.server")
+
+_DRAIN_METADATA = {CONNECTION_RESET_KEY: "1"}
+
+
+class _ConnState:
+    """Per-connection server state (the EventLoop context of each connection)."""
+
+    __slots__ = ("inflight", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # serialises writers: the batch loop and out-of-order tasks
+        self.inflight = 0  # out-of-order calls still running
+
+
+class Server:
+    """Serves registered handlers on one address ("host:port" or "unix:/path").
+
+    Options: `max_frame_size` (bytes, default 4 MiB), `exit_wait` (seconds `shutdown()` waits
+    for in-flight calls by default, 5), `idle_timeout` (close connections idle this long,
+    default 600 s; None keeps them), `run_on_poller` (see the module docs), `reuse_port`
+    (SO_REUSEPORT, for several processes on one port), `pool` (the WorkerPool for calls).
+    """
+
+    def __init__(
+        self,
+        address: str | tuple[str, int] = "127.0.0.1:0",
+        *handlers: Handler,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        exit_wait: float = 5.0,
+        idle_timeout: float | None = 600.0,
+        run_on_poller: bool = False,
+        reuse_port: bool = False,
+        pool: WorkerPool | None = None,
+    ) -> None:
+        self._network, self._address = parse_address(address)
+        self.dispatcher = Dispatcher()
+        self._frames = FrameReader(max_frame_size)
+        self.exit_wait = exit_wait
+        self._reuse_port = reuse_port
+        self._pool = pool or default_pool()
+        self._run_on_poller = run_on_poller
+        self._draining = False
+        self._listener: Listener | None = None
+        self._thread: threading.Thread | None = None
+        self._loop = EventLoop(
+            self._on_request,
+            on_prepare=self._on_prepare,
+            idle_timeout=idle_timeout,
+            close_idle=idle_timeout is not None,
+            run_on_poller=run_on_poller,
+            runner=None if run_on_poller else self._pool,
+            is_busy=self._is_busy,
+        )
+        for handler in handlers:
+            self.register(handler)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def register(self, handler: Handler) -> None:
+        """Serve `handler` (an instance of a generated `SHandler` subclass)."""
+        self.dispatcher.register(handler)
+
+    @property
+    def address(self) -> str:
+        """Where the server listens, as a target string ("127.0.0.1:40123", "unix:/p")."""
+        if self._listener is not None:
+            return format_address(self._network, self._listener.address)
+        return format_address(self._network, self._address)
+
+    def connections(self) -> list[Connection]:
+        """The connections being served right now."""
+        return self._loop.connections()
+
+    def start(self) -> None:
+        """Listen and serve on a background thread; returns once the server accepts."""
+        if self._thread is not None:
+            raise RuntimeError("server already started")
+        if not self.dispatcher.services:
+            raise RuntimeError("register at least one handler before starting the server")
+        self._listener = create_listener(self._network, self._address, reuse_port=self._reuse_port)
+        self._thread = threading.Thread(
+            target=self._loop.serve, args=(self._listener,), name="rpcpoll-server", daemon=True
+        )
+        self._thread.start()
+        log.info("rpcpoll server listening on %s", self.address)
+
+    def serve(self) -> None:
+        """Start (if not started) and block until `shutdown()`."""
+        if self._thread is None:
+            self.start()
+        assert self._thread is not None
+        while self._thread.is_alive():
+            self._thread.join(0.5)  # wake up regularly so that signals are handled
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Graceful stop: stop accepting, let in-flight calls finish, close connections.
+
+        Replies sent from now on tell clients not to reuse their connection. Waits up to
+        `timeout` seconds (default `exit_wait`); returns whether every call finished in time.
+        """
+        timeout = self.exit_wait if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        self._draining = True
+        self._loop.stop_accepting()
+        # A request may already be on its way over a connection that looks idle: give it a
+        # moment to land before idle connections are closed (Kitex waits 100 ms too).
+        time.sleep(min(0.1, timeout / 4))
+        finished = self._loop.shutdown(max(0.0, deadline - time.monotonic()))
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
+        return finished
+
+    def __enter__(self) -> Server:
+        if self._thread is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    # ------------------------------------------------------------------ connection work
+
+    def _on_prepare(self, conn: Connection) -> _ConnState:
+        return _ConnState()
+
+    def _is_busy(self, state: Any, conn: Connection) -> bool:
+        return isinstance(state, _ConnState) and state.inflight > 0
+
+    def _on_request(self, state: _ConnState, conn: Connection) -> None:
+        reader, writer = conn.reader(), conn.writer()
+        read = self._frames.read
+        handle = self.dispatcher.handle
+        extra = _DRAIN_METADATA if self._draining else None
+        try:
+            with state.lock:
+                while True:
+                    frame = read(reader)
+                    if frame is None:
+                        break
+                    if frame.flags & FLAG_OUT_OF_ORDER and not self._run_on_poller:
+                        state.inflight += 1
+                        self._pool.submit(partial(self._serve_out_of_order, conn, state, frame))
+                    else:
+                        handle(frame, writer, extra)
+                reader.release()
+                if writer.malloc_len():
+                    conn.flush()
+        except ProtocolError as exc:
+            log.warning("closing %r: %s", conn, exc)
+            conn.close()
+        except TransportError as exc:
+            log.debug("connection %r went away: %s", conn, exc)
+            conn.close()
+
+    def _serve_out_of_order(self, conn: Connection, state: _ConnState, frame: Frame) -> None:
+        # The call runs without the lock, into its own buffer; only linking the reply into
+        # the connection's output (no copy) and sending it happen under the lock.
+        reply = LinkBuffer()
+        try:
+            self.dispatcher.handle(frame, reply, _DRAIN_METADATA if self._draining else None)
+            with state.lock:
+                conn.writer().write_buffer(reply)
+                conn.flush()
+        except ProtocolError as exc:
+            log.warning("closing %r: %s", conn, exc)
+            conn.close()
+        except TransportError as exc:
+            log.debug("connection %r went away: %s", conn, exc)
+        finally:
+            reply.close()
+            with state.lock:
+                state.inflight -= 1
