@@ -28,11 +28,12 @@ from typing import Any
 
 from ..protocol.frame import (
     DEFAULT_MAX_FRAME_SIZE,
-    Frame,
+    FIXED_SIZE,
     FrameReader,
     MessageType,
     ProtocolError,
     RequestTemplate,
+    parse_info,
 )
 from ..protocol.status import (
     DeadlineExceededError,
@@ -81,6 +82,10 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+# (message type, status, status message, metadata, payload) of a reply frame
+_Reply = tuple[MessageType, int, str, Mapping[str, str], memoryview]
 
 
 class _NotSent(Exception):
@@ -152,21 +157,16 @@ class ClientChannel:
         template = self._templates.get(key)
         if template is None:
             template = self._templates[key] = RequestTemplate(service.full_name, method.name)
-        idempotent = (
-            method.idempotent
-            or method.name in self._idempotent
-            or f"{service.full_name}/{method.name}" in self._idempotent
-        )
         attempt = 1
         while True:
             try:
-                frame = self._attempt(template, payload, deadline, metadata)
+                reply = self._attempt(template, payload, deadline, metadata)
                 break
             except _NotSent as exc:
                 failure: Exception = exc
                 retry = True
             except _MaybeSent as exc:
-                failure, retry = exc, idempotent
+                failure, retry = exc, self._is_idempotent(service, method)
             if (
                 not retry
                 or attempt >= self.retry.max_attempts
@@ -179,14 +179,22 @@ class ClientChannel:
                 pause = min(pause, max(0.0, deadline - time.monotonic()))
             time.sleep(pause)
             attempt += 1
+        msg_type, status, status_message, received, body = reply
         if reply_metadata is not None:
-            reply_metadata.update(frame.metadata)
-        if frame.message_type is MessageType.EXCEPTION:
-            raise RpcError(frame.status, frame.status_message)
+            reply_metadata.update(received)
+        if msg_type is MessageType.EXCEPTION:
+            raise RpcError(status, status_message)
         try:
-            return method.response_type.from_bytes(frame.payload)
+            return method.response_type.from_bytes(body)
         except ValueError as exc:
             raise InternalError(message=f"cannot decode the reply to {method.name}: {exc}") from exc
+
+    def _is_idempotent(self, service: ServiceDescriptor, method: MethodDescriptor) -> bool:
+        return (
+            method.idempotent
+            or method.name in self._idempotent
+            or f"{service.full_name}/{method.name}" in self._idempotent
+        )
 
     @property
     def idle_connections(self) -> int:
@@ -212,7 +220,7 @@ class ClientChannel:
         payload: bytes,
         deadline: float | None,
         metadata: Mapping[str, str] | None,
-    ) -> Frame:
+    ) -> _Reply:
         conn = self._connection(deadline)
         seq_id = next(self._seq) & 0xFFFFFFFF or next(self._seq) & 0xFFFFFFFF
         timeout_ms = None
@@ -228,9 +236,9 @@ class ClientChannel:
             template.write(writer, seq_id, payload, timeout_ms, metadata)
             conn.set_write_deadline(deadline)
             conn.flush()
-            frame = self._read_reply(conn, seq_id, deadline)
-            reusable = _CONNECTION_RESET_KEY not in frame.metadata
-            return frame
+            reply = self._read_reply(conn, seq_id, deadline)
+            reusable = _CONNECTION_RESET_KEY not in reply[3]
+            return reply
         except (ReadTimeoutError, WriteTimeoutError):
             message = f"deadline exceeded calling {template.method}"
             raise DeadlineExceededError(message=message) from None
@@ -259,23 +267,25 @@ class ClientChannel:
         except (DialRefusedError, DialError, DialTimeoutError) as exc:
             raise _NotSent(str(exc)) from exc
 
-    def _read_reply(self, conn: Connection, seq_id: int, deadline: float | None) -> Frame:
+    def _read_reply(self, conn: Connection, seq_id: int, deadline: float | None) -> _Reply:
         conn.set_read_deadline(deadline)
         reader = conn.reader()
-        frames = self._frames
+        read = self._frames.read_raw
+        needed = FIXED_SIZE  # nothing is buffered yet: the request has only just gone out
         while True:
-            frame = frames.read(reader)
-            if frame is None:
-                conn.wait_readable(frames.pending_size(reader))
+            conn.wait_readable(needed)
+            raw = read(reader)
+            if raw is None:
+                needed = self._frames.pending_size(reader)
                 continue
-            if frame.seq_id != seq_id:
+            needed = FIXED_SIZE
+            if raw[0] != seq_id:
                 continue  # not ours (a stale reply): dropped, never matched to this call
-            if frame.message_type is not MessageType.REPLY and (
-                frame.message_type is not MessageType.EXCEPTION
-            ):
-                raise ProtocolError(f"expected a reply, got a {frame.message_type.name} frame")
+            msg_type, _method, _service, _timeout, status, message, metadata = parse_info(raw[2])
+            if msg_type is not MessageType.REPLY and msg_type is not MessageType.EXCEPTION:
+                raise ProtocolError(f"expected a reply, got a {msg_type.name} frame")
             reader.release()
-            return frame
+            return msg_type, status, message, metadata, raw[3]
 
     def _describe(self) -> str:
         return f"{self._network}:{self._address}" if self._network == "unix" else str(self.target)

@@ -41,22 +41,14 @@ class PoolOptions:
 
 
 class IdleBudget:
-    """The process-wide count of idle pooled connections (Kitex's globalIdle)."""
+    """The process-wide count of idle pooled connections (Kitex's globalIdle).
+
+    Its lock is also the lock of every Pool that shares it: one acquisition per get or put.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self.idle = 0
-
-    def take(self, limit: int) -> bool:
-        with self._lock:
-            if self.idle >= limit:
-                return False
-            self.idle += 1
-            return True
-
-    def give_back(self, n: int = 1) -> None:
-        with self._lock:
-            self.idle -= n
 
 
 GLOBAL_IDLE = IdleBudget()
@@ -68,27 +60,22 @@ class Pool:
     def __init__(self, options: PoolOptions, budget: IdleBudget = GLOBAL_IDLE) -> None:
         self.options = options
         self._budget = budget
-        self._lock = threading.Lock()
+        self._lock = budget.lock
         self._idle: deque[tuple[Connection, float]] = deque()  # (conn, idle since)
         self._closed = False
 
     def get(self) -> Connection | None:
         """An idle connection that is still active, or None (the caller dials)."""
-        now = time.monotonic()
-        expiry = self.options.max_idle_timeout
-        dead: list[Connection] = []
-        found = None
-        with self._lock:
-            while self._idle:
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
                 conn, since = self._idle.pop()
-                self._budget.give_back()
-                if now - since < expiry and conn.is_active():
-                    found = conn
-                    break
-                dead.append(conn)
-        for conn in dead:
+                self._budget.idle -= 1
+            # Checked outside the lock: on a direct connection is_active() is a system call.
+            if time.monotonic() - since < self.options.max_idle_timeout and conn.is_active():
+                return conn
             conn.close()
-        return found
 
     def put(self, conn: Connection) -> None:
         """Keep `conn` for reuse if the limits allow, else close it."""
@@ -96,26 +83,30 @@ class Pool:
             conn.close()
             return
         options = self.options
+        budget = self._budget
+        now = time.monotonic()
         with self._lock:
-            keep = len(self._idle) < options.max_idle_per_address and self._budget.take(
-                options.max_idle_global
+            keep = (
+                len(self._idle) < options.max_idle_per_address
+                and budget.idle < options.max_idle_global
             )
             if keep:
-                self._idle.append((conn, time.monotonic()))
-            expired = self._expired_locked()
+                budget.idle += 1
+                self._idle.append((conn, now))
+            oldest = self._idle[0][1] if self._idle else now
+            expired = self._expired_locked(now) if now - oldest >= options.max_idle_timeout else []
         if not keep:
             conn.close()
         for old in expired:
             old.close()
 
-    def _expired_locked(self) -> list[Connection]:
+    def _expired_locked(self, now: float) -> list[Connection]:
         # Oldest first: stop at the first connection that has not expired (Kitex's Evict).
-        limit = time.monotonic() - self.options.max_idle_timeout
+        limit = now - self.options.max_idle_timeout
         expired = []
         while self._idle and self._idle[0][1] <= limit:
             expired.append(self._idle.popleft()[0])
-        if expired:
-            self._budget.give_back(len(expired))
+        self._budget.idle -= len(expired)
         return expired
 
     @property
@@ -127,7 +118,7 @@ class Pool:
         with self._lock:
             self._closed = True
             conns = [conn for conn, _ in self._idle]
-            self._budget.give_back(len(conns))
+            self._budget.idle -= len(conns)
             self._idle.clear()
         for conn in conns:
             conn.close()

@@ -30,6 +30,7 @@ from ..transport.linkbuffer import LinkBuffer
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
+    "FIXED_SIZE",
     "FLAG_OUT_OF_ORDER",
     "MAGIC",
     "PROTOCOL_MSGPACK",
@@ -44,6 +45,7 @@ __all__ = [
     "RequestTemplate",
     "decode_frame",
     "encode_frame",
+    "parse_info",
     "write_exception",
     "write_frame",
     "write_reply",
@@ -200,13 +202,14 @@ def write_frame(buf: LinkBuffer, frame: Frame) -> None:
 def _write(
     buf: LinkBuffer, flags: int, seq_id: int, info: bytes, payload: bytes | memoryview
 ) -> None:
-    # Reserve the fixed header, write the rest, then back-patch the length into the reserve.
-    start = buf.malloc_len()
-    fixed = buf.malloc(FIXED_SIZE)
-    buf.write_binary(info)
+    # Reserve the fixed header together with the header info, write the payload after it
+    # (linked, not copied, when large), then back-patch the fixed header into the reserve.
+    size = len(info)
+    head = buf.malloc(FIXED_SIZE + size)
+    head[FIXED_SIZE:] = info
     buf.write_binary(payload)
-    length = buf.malloc_len() - start - 4
-    _FIXED.pack_into(fixed, 0, length, MAGIC, flags, seq_id, len(info) // 4)
+    length = FIXED_SIZE - 4 + size + len(payload)
+    _FIXED.pack_into(head, 0, length, MAGIC, flags, seq_id, size >> 2)
 
 
 class RequestTemplate:
@@ -315,9 +318,11 @@ _INFO_CACHE_MAX = 4096
 _EMPTY_METADATA: Mapping[str, str] = MappingProxyType({})
 
 
-def _parse_info(
+def parse_info(
     info: bytes,
 ) -> tuple[MessageType, str, str, int | None, int, str, Mapping[str, str]]:
+    """(message type, method, service, timeout ms, status, status message, metadata) of a
+    frame's header info bytes; raises MalformedHeaderError."""
     cached = _info_cache.get(info)
     if cached is not None:
         return cached
@@ -418,7 +423,7 @@ def decode_frame(
 
 def _frame_from(view: memoryview, flags: int, seq_id: int, words: int) -> Frame:
     body = FIXED_SIZE + words * 4
-    msg_type, method, service, timeout, status, message, metadata = _parse_info(
+    msg_type, method, service, timeout, status, message, metadata = parse_info(
         bytes(view[FIXED_SIZE:body])
     )
     return Frame(
@@ -443,12 +448,28 @@ class FrameReader:
         length, magic, _flags, _seq, words = _FIXED.unpack(buf.peek(FIXED_SIZE))
         return _check_fixed(length, magic, words, self.max_frame_size)
 
-    def read(self, buf: LinkBuffer) -> Frame | None:
+    def read_raw(self, buf: LinkBuffer) -> tuple[int, int, bytes, memoryview] | None:
+        """The next complete frame as (seq_id, flags, header info bytes, payload view), or
+        None. The header info is not parsed: `parse_info(info)` does that (cached)."""
         available = len(buf)
         if available < FIXED_SIZE:
             return None
         length, magic, flags, seq_id, words = _FIXED.unpack(buf.peek(FIXED_SIZE))
-        total = _check_fixed(length, magic, words, self.max_frame_size)
+        total = length + 4
+        body = FIXED_SIZE + (words << 2)
+        if magic != MAGIC or total > self.max_frame_size or words == 0 or body > total:
+            _check_fixed(length, magic, words, self.max_frame_size)  # raises the right error
         if available < total:
             return None
-        return _frame_from(buf.next(total), flags, seq_id, words)
+        view = buf.next(total)
+        return seq_id, flags, bytes(view[FIXED_SIZE:body]), view[body:]
+
+    def read(self, buf: LinkBuffer) -> Frame | None:
+        raw = self.read_raw(buf)
+        if raw is None:
+            return None
+        seq_id, flags, info, payload = raw
+        msg_type, method, service, timeout, status, message, metadata = parse_info(info)
+        return Frame(
+            seq_id, msg_type, method, service, payload, timeout, status, message, metadata, flags
+        )

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..message import DecodeError, Message
-from ..protocol.frame import Frame, MessageType, ProtocolError, write_exception, write_reply
+from ..protocol.frame import (
+    Frame,
+    MessageType,
+    ProtocolError,
+    parse_info,
+    write_exception,
+    write_reply,
+)
 from ..protocol.status import RpcError, StatusCode
 from ..service import CallContext, Handler, MethodDescriptor, ServiceDescriptor
 from ..transport.linkbuffer import LinkBuffer
@@ -41,6 +48,8 @@ class Route:
     decode: Callable[[Any], Any]
     response_type: type[Message]
     where: str
+    service_name: str
+    method_name: str
 
 
 class Dispatcher:
@@ -50,6 +59,9 @@ class Dispatcher:
         self._routes: dict[tuple[str, str], Route] = {}
         self._by_method: dict[str, Route | None] = {}  # None: the name is ambiguous
         self.services: dict[str, Handler] = {}
+        # Header info bytes -> (route, timeout ms, metadata) for plain calls: most requests
+        # repeat a few headers exactly, so they skip parsing and routing (see handle_raw).
+        self._by_header: dict[bytes, tuple[Route, int | None, Mapping[str, str]] | None] = {}
 
     def register(self, handler: Handler) -> None:
         """Serve every unary method of `handler`'s generated service."""
@@ -69,10 +81,91 @@ class Dispatcher:
                 method.request_type.from_bytes,
                 method.response_type,
                 f"{service.full_name}/{method.name}",
+                service.full_name,
+                method.name,
             )
             self._routes[(service.full_name, method.name)] = route
             # Kitex routes a frame without a service name by a method name that is unique.
             self._by_method[method.name] = None if method.name in self._by_method else route
+
+    def handle_raw(
+        self,
+        seq_id: int,
+        flags: int,
+        info: bytes,
+        payload: memoryview,
+        out: LinkBuffer,
+        extra: Mapping[str, str] | None = None,
+    ) -> None:
+        """`handle` for a frame as `FrameReader.read_raw` returns it: the server's hot path.
+
+        A call whose header was seen before runs straight from the cache; anything else
+        (first sight, exceptions to the plain case) goes through the full `handle`.
+        """
+        entry = self._by_header.get(info)
+        if entry is None:
+            entry = self._learn(info)
+            if entry is None:
+                msg_type, method, service, timeout, status, message, metadata = parse_info(info)
+                frame = Frame(
+                    seq_id, msg_type, method, service, payload, timeout, status, message,
+                    metadata, flags,
+                )  # fmt: skip
+                self.handle(frame, out, extra)
+                return
+        route, timeout_ms, metadata = entry
+        deadline = None
+        if timeout_ms is not None:
+            deadline = time.monotonic() + timeout_ms / 1000.0
+        try:
+            request = route.decode(payload)
+        except DecodeError as exc:
+            message = f"cannot decode the request: {exc}"
+            write_exception(out, seq_id, StatusCode.INVALID_ARGUMENT, message, extra, flags)
+            return
+        context = CallContext(route.service_name, route.method_name, metadata, deadline)
+        try:
+            response = route.call(request, context)
+            if response.__class__ is not route.response_type and not isinstance(
+                response, route.response_type
+            ):
+                raise TypeError(
+                    f"{route.where} returned {type(response).__name__}, "
+                    f"not {route.response_type.__name__}"
+                )
+            body = response.to_bytes()
+        except RpcError as exc:
+            reply_metadata = context.reply_metadata
+            if extra:
+                reply_metadata = {**reply_metadata, **extra}
+            write_exception(out, seq_id, exc.code, exc.message, reply_metadata, flags)
+            return
+        except Exception:
+            log.exception("handler for %s failed", route.where)
+            message = f"{route.where} failed on the server"
+            write_exception(out, seq_id, StatusCode.INTERNAL, message, extra, flags)
+            return
+        reply_metadata = context.reply_metadata
+        if extra:
+            reply_metadata = {**reply_metadata, **extra}
+        write_reply(out, seq_id, body, reply_metadata, flags)
+
+    def _learn(self, info: bytes) -> tuple[Route, int | None, Mapping[str, str]] | None:
+        """Cache the route of a plain call's header; None for anything else."""
+        msg_type, method, service, timeout, _status, _message, metadata = parse_info(info)
+        route = self.route(service, method)
+        if (
+            msg_type is not MessageType.CALL
+            or route is None
+            or (timeout is not None and timeout <= 0)
+        ):
+            return None
+        entry = (route, timeout, metadata)
+        if len(info) <= 256:
+            if len(self._by_header) >= 4096:
+                self._by_header.clear()
+            self._by_header[info] = entry
+        return entry
 
     def route(self, service: str, method: str) -> Route | None:
         if service:
@@ -92,26 +185,29 @@ class Dispatcher:
         kind = frame.message_type
         if kind is not MessageType.CALL and kind is not MessageType.ONEWAY:
             raise ProtocolError(f"a server cannot receive a {kind.name} frame")
-        seq_id, flags = frame.seq_id, frame.flags
         extra = extra_metadata
-        route = self.route(frame.service, frame.method)
+        if frame.service:
+            route = self._routes.get((frame.service, frame.method))
+        else:
+            route = self._by_method.get(frame.method)
         if route is None:
             name = f"{frame.service}/{frame.method}" if frame.service else frame.method
             _fail(out, frame, StatusCode.UNIMPLEMENTED, f"unknown method {name}", extra)
             return
+        timeout_ms = frame.timeout_ms
         deadline = None
-        if frame.timeout_ms is not None:
-            deadline = time.monotonic() + frame.timeout_ms / 1000.0
-            if frame.timeout_ms <= 0:
+        if timeout_ms is not None:
+            if timeout_ms <= 0:
                 _fail(out, frame, StatusCode.DEADLINE_EXCEEDED, "deadline exceeded", extra)
                 return
+            deadline = time.monotonic() + timeout_ms / 1000.0
         try:
             request = route.decode(frame.payload)
         except DecodeError as exc:
             message = f"cannot decode the request: {exc}"
             _fail(out, frame, StatusCode.INVALID_ARGUMENT, message, extra)
             return
-        context = CallContext(route.service.full_name, route.method.name, frame.metadata, deadline)
+        context = CallContext(route.service_name, route.method_name, frame.metadata, deadline)
         try:
             response = route.call(request, context)
             if response.__class__ is not route.response_type and not isinstance(
@@ -135,7 +231,7 @@ class Dispatcher:
         metadata = context.reply_metadata
         if extra:
             metadata = {**metadata, **extra}
-        write_reply(out, seq_id, payload, metadata, flags)
+        write_reply(out, frame.seq_id, payload, metadata, frame.flags)
 
 
 def _fail(

@@ -26,7 +26,6 @@ from typing import Any
 from ..protocol.frame import (
     DEFAULT_MAX_FRAME_SIZE,
     FLAG_OUT_OF_ORDER,
-    Frame,
     FrameReader,
     ProtocolError,
 )
@@ -173,20 +172,21 @@ class Server:
 
     def _on_request(self, state: _ConnState, conn: Connection) -> None:
         reader, writer = conn.reader(), conn.writer()
-        read = self._frames.read
-        handle = self.dispatcher.handle
+        read = self._frames.read_raw
+        handle = self.dispatcher.handle_raw
         extra = _DRAIN_METADATA if self._draining else None
         try:
             with state.lock:
                 while True:
-                    frame = read(reader)
-                    if frame is None:
+                    raw = read(reader)
+                    if raw is None:
                         break
-                    if frame.flags & FLAG_OUT_OF_ORDER and not self._run_on_poller:
+                    seq_id, flags, info, payload = raw
+                    if flags & FLAG_OUT_OF_ORDER and not self._run_on_poller:
                         state.inflight += 1
-                        self._pool.submit(partial(self._serve_out_of_order, conn, state, frame))
+                        self._pool.submit(partial(self._serve_out_of_order, conn, state, raw))
                     else:
-                        handle(frame, writer, extra)
+                        handle(seq_id, flags, info, payload, writer, extra)
                 reader.release()
                 if writer.malloc_len():
                     conn.flush()
@@ -197,12 +197,15 @@ class Server:
             log.debug("connection %r went away: %s", conn, exc)
             conn.close()
 
-    def _serve_out_of_order(self, conn: Connection, state: _ConnState, frame: Frame) -> None:
+    def _serve_out_of_order(
+        self, conn: Connection, state: _ConnState, raw: tuple[int, int, bytes, memoryview]
+    ) -> None:
         # The call runs without the lock, into its own buffer; only linking the reply into
         # the connection's output (no copy) and sending it happen under the lock.
         reply = LinkBuffer()
         try:
-            self.dispatcher.handle(frame, reply, _DRAIN_METADATA if self._draining else None)
+            extra = _DRAIN_METADATA if self._draining else None
+            self.dispatcher.handle_raw(*raw, reply, extra)
             with state.lock:
                 conn.writer().write_buffer(reply)
                 conn.flush()
