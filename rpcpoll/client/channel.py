@@ -254,6 +254,9 @@ class ClientChannel:
 
     def _connection(self, deadline: float | None) -> Connection:
         conn = self._pool.get()  # is_active() checked: a dead one never gets our request
+        while conn is not None and len(conn.reader()):
+            conn.close()  # bytes nobody asked for: the stream is out of step, never reuse it
+            conn = self._pool.get()
         if conn is not None:
             return conn
         timeout = self.connect_timeout

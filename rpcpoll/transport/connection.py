@@ -202,8 +202,12 @@ class Connection:
         self._server_side = False  # accepted by an EventLoop: a hang-up finishes it
         # A direct connection has no poller: blocking reads receive on the calling thread.
         self._direct = direct
-        self._readiness: select.poll | None = None
-        self._readiness_events = 0
+        # One poll object per direction: the reader (POLLIN) and a flusher (POLLOUT) may wait at
+        # once, and CPython refuses concurrent poll() calls on one object.
+        self._readiness: dict[int, select.poll] = {}
+        # Held by the thread receiving on a direct connection (a read's whole wait, or a probe):
+        # only one thread writes the input buffer, as with the poller.
+        self._receiving = threading.Lock()
 
         self._local = _address(sock, local=True)
         self._remote = _address(sock, local=False)
@@ -230,7 +234,10 @@ class Connection:
         return self._fd
 
     def __repr__(self) -> str:
-        state = "active" if self.is_active() else self._closing.name.lower() + "-closed"
+        # No I/O here (is_active() probes a direct connection): repr runs inside log calls,
+        # some of them in the middle of a receive.
+        closing = self._closing
+        state = "active" if closing is _Closing.OPEN else closing.name.lower() + "-closed"
         return f"<Connection {self.network} {self._local!r} -> {self._remote!r} {state}>"
 
     # ------------------------------------------------------------------ reader / writer
@@ -326,7 +333,8 @@ class Connection:
 
     def is_active(self) -> bool:
         """False once either side closed. On a direct connection this asks the socket (one
-        `poll` call): a peer's close is only seen by reading."""
+        `poll` call): a peer's close is only seen by reading. While another thread waits in a
+        direct read, it answers from what that read has seen so far."""
         if self._direct and self._closing is _Closing.OPEN:
             self._probe()
         return self._closing is _Closing.OPEN
@@ -419,6 +427,14 @@ class Connection:
             self._closing = _Closing.USER
         self._output._seal_writes("connection has been closed")
         self._wake_waiters()
+        if self._direct and not self._detaching:
+            # A direct read or flush on another thread sits in poll(2), which close() cannot
+            # interrupt; shutting the socket down makes poll(2) return at once (the fd stays
+            # open, so it cannot be reused under that thread; _release_resources waits for it).
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         if self._registered:
             # Stop events now: the callbacks may wait for a running handler, and unread bytes
             # would make every level-triggered wait return at once until then.
@@ -477,9 +493,14 @@ class Connection:
             self._release_resources()
 
     def _release_resources(self) -> None:
-        # Runs on the poller thread once the fd is out of epoll. A flush still in progress on
-        # another thread owns the socket until it notices the close: try again shortly.
+        # Runs on the poller thread once the fd is out of epoll. A flush (or, on a direct
+        # connection, a receive) still in progress on another thread owns the socket until it
+        # notices the close: try again shortly.
         if not self._flush_lock.acquire(blocking=False):
+            self._poller.call_later(_RETRY_CLOSE, self._release_resources)
+            return
+        if not self._receiving.acquire(blocking=False):
+            self._flush_lock.release()
             self._poller.call_later(_RETRY_CLOSE, self._release_resources)
             return
         try:
@@ -488,6 +509,7 @@ class Connection:
             if not self._detaching:
                 self._sock.close()
         finally:
+            self._receiving.release()
             self._flush_lock.release()
 
     # ------------------------------------------------------------------ blocking reads
@@ -541,14 +563,10 @@ class Connection:
 
     def _poll(self, events: int, timeout_ms: int | None) -> bool:
         """poll(2) this socket for `events` (None: no time limit)."""
-        readiness = self._readiness
+        readiness = self._readiness.get(events)
         if readiness is None:
-            readiness = self._readiness = select.poll()
+            readiness = self._readiness[events] = select.poll()
             readiness.register(self._fd, events)
-            self._readiness_events = events
-        elif events != self._readiness_events:
-            readiness.modify(self._fd, events)
-            self._readiness_events = events
         return bool(readiness.poll(timeout_ms))
 
     def _wait_ready(self, events: int, deadline: float | None) -> bool:
@@ -563,18 +581,24 @@ class Connection:
     def _receive_until(self, n: int, deadline: float | None) -> None:
         """Receive on this thread until `n` bytes are buffered (a direct connection's wait)."""
         inbuf = self._input
-        while len(inbuf) < n:
-            closing = self._closing
-            if closing is _Closing.PEER:
-                raise ConnectionEOFError("connection closed by peer (wait read)")
-            if closing is _Closing.USER:
-                raise ConnectionClosedError("connection has been closed (wait read)")
-            if not self._wait_ready(select.POLLIN, deadline):
-                raise ReadTimeoutError(
-                    f"connection read timeout: {len(inbuf)} of {n} bytes arrived"
-                    f" from {self._remote!r}"
-                )
-            self._receive()
+        with self._receiving:
+            while len(inbuf) < n:
+                closing = self._closing
+                if closing is _Closing.PEER:
+                    raise ConnectionEOFError("connection closed by peer (wait read)")
+                if closing is _Closing.USER:
+                    raise ConnectionClosedError("connection has been closed (wait read)")
+                ready = self._wait_ready(select.POLLIN, deadline)
+                # close() on another thread does not end the wait (nor release the socket,
+                # which poll(2) holds): it ends at the deadline, the peer's bytes or close.
+                if self._closing is _Closing.USER:
+                    raise ConnectionClosedError("connection has been closed (wait read)")
+                if not ready:
+                    raise ReadTimeoutError(
+                        f"connection read timeout: {len(inbuf)} of {n} bytes arrived"
+                        f" from {self._remote!r}"
+                    )
+                self._receive()
 
     def _receive(self) -> int:
         """One non-blocking `recv_into` into the input buffer; the poller's read, on this
@@ -606,13 +630,20 @@ class Connection:
         return n
 
     def _probe(self) -> None:
-        """Notice a peer's close on a direct connection without blocking."""
+        """Notice a peer's close on a direct connection without blocking. Skipped while a
+        direct read waits (it will see the close): one thread receives at a time."""
+        if not self._receiving.acquire(blocking=False):
+            return
         try:
-            readable = self._poll(select.POLLIN, 0)
-        except (OSError, ValueError):
-            readable = True  # a closed or broken fd: let the read find out
-        if readable:
-            self._receive()
+            try:
+                readable = self._poll(select.POLLIN, 0)
+            except (OSError, ValueError):
+                readable = True  # a closed or broken fd: let the read find out
+            # Bytes that came before a FIN take one receive each; the FIN shows after them.
+            while readable and self._receive() > 0:
+                readable = self._poll(select.POLLIN, 0)
+        finally:
+            self._receiving.release()
 
     # ------------------------------------------------------------------ flush
 
@@ -622,7 +653,9 @@ class Connection:
 
         Raises `ConnectionClosedError` if the connection is closed (or closes meanwhile),
         `WriteTimeoutError` if the socket does not drain in time (unsent bytes stay queued and
-        keep draining), `ConcurrentAccessError` if another thread is flushing.
+        keep draining; on a direct connection they go first at the next flush),
+        `ConcurrentAccessError` if another thread is flushing. A direct connection waits on
+        the calling thread, a poller's included.
         """
         if self._closing is not _Closing.OPEN:
             raise ConnectionClosedError("connection has been closed (when flush)")
@@ -637,14 +670,14 @@ class Connection:
                 return
             if not self._draining and self._send(out):
                 return
-            if on_poller_thread():
-                return  # the poller sends the rest when the socket drains
             deadline = self._write_deadline
             if deadline is None and self._write_timeout is not None:
                 deadline = time.monotonic() + self._write_timeout
-            if self._direct:
+            if self._direct:  # no poller would send the rest: wait here, on any thread
                 self._send_until_drained(out, deadline)
                 return
+            if on_poller_thread():
+                return  # the poller sends the rest when the socket drains
             while True:
                 self._wait_drained(deadline)
                 # The poller may have finished an earlier drain without seeing the bytes
@@ -687,7 +720,10 @@ class Connection:
         while True:
             if self._closing is not _Closing.OPEN:
                 raise ConnectionClosedError("connection has been closed (when flush)")
-            if not self._wait_ready(select.POLLOUT, deadline):
+            ready = self._wait_ready(select.POLLOUT, deadline)
+            if self._closing is not _Closing.OPEN:  # closed during the wait (see _receive_until)
+                raise ConnectionClosedError("connection has been closed (when flush)")
+            if not ready:
                 raise WriteTimeoutError(
                     f"connection write timeout: {len(out)} bytes still queued for {self._remote!r}"
                 )

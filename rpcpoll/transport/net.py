@@ -207,15 +207,22 @@ def dial_connection(
 class Dialer:
     """netpoll's Dialer: `dial` with a default timeout."""
 
-    def __init__(self, timeout: float | None = None, runner: Runner | None = None) -> None:
+    def __init__(
+        self, timeout: float | None = None, runner: Runner | None = None, direct: bool = False
+    ) -> None:
         self.timeout = timeout
         self.runner = runner
+        self.direct = direct
 
     def dial(
         self, network: str, address: str | tuple[str, int], timeout: float | None = None
     ) -> Connection:
         return dial_connection(
-            network, address, self.timeout if timeout is None else timeout, runner=self.runner
+            network,
+            address,
+            self.timeout if timeout is None else timeout,
+            runner=self.runner,
+            direct=self.direct,
         )
 
 

@@ -130,9 +130,12 @@ def wrap_socket(sock: socket.socket) -> Connection:
 
 @contextlib.contextmanager
 def connection_pair(
-    kind: str, tmp_path: Path, *, peer_rcvbuf: int | None = None
+    kind: str, tmp_path: Path, *, peer_rcvbuf: int | None = None, direct: bool = False
 ) -> Iterator[tuple[Connection, socket.socket]]:
-    """A Connection and the plain blocking socket at the other end, over `kind`."""
+    """A Connection and the plain blocking socket at the other end, over `kind`.
+
+    `direct=True` gives a direct connection (no poller; dialed with `direct=True`).
+    """
     conn: Connection | None = None
     peer: socket.socket | None = None
     listening: socket.socket | None = None
@@ -141,7 +144,7 @@ def connection_pair(
             mine, peer = socket.socketpair()
             if peer_rcvbuf:
                 peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, peer_rcvbuf)
-            conn = wrap_socket(mine)
+            conn = Connection(mine, direct=True) if direct else wrap_socket(mine)
         else:
             if kind == "unix":
                 listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -154,7 +157,7 @@ def connection_pair(
             listening.bind(address)
             listening.listen(1)
             listening.settimeout(IO_TIMEOUT)
-            conn = dial_connection(kind, listening.getsockname(), 2.0)
+            conn = dial_connection(kind, listening.getsockname(), 2.0, direct=direct)
             peer, _ = listening.accept()
             listening.close()
             if kind == "unix":
