@@ -7,7 +7,6 @@ so JSON and error messages still use it.
 
 from __future__ import annotations
 
-import enum
 import keyword
 import math
 import re
@@ -50,7 +49,16 @@ MESSAGE_MEMBERS = frozenset(
 SERVICE_MEMBERS = frozenset({"SERVICE", "channel", "close", "_call_unary", "_channel"})
 
 #: Names an IntEnum member cannot take, or would shadow (`name`, `value`, int methods).
-_ENUM_RESERVED = frozenset(dir(enum.IntEnum)) | {"name", "value", "mro"}
+# Names an IntEnum member must not take: Enum's and int's public attributes. Spelled out rather
+# than read from dir(enum.IntEnum), which differs between Python versions: the generated code
+# must be the same whichever Python runs `rpcpoll gen` (dunders and sunders are handled apart).
+_ENUM_RESERVED = frozenset(
+    {
+        "name", "value", "mro",
+        "as_integer_ratio", "bit_count", "bit_length", "conjugate", "denominator", "from_bytes",
+        "imag", "is_integer", "numerator", "real", "to_bytes",
+    }
+)  # fmt: skip
 
 
 def escape(name: str, reserved: Iterable[str] = ()) -> str:
