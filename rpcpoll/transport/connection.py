@@ -589,8 +589,7 @@ class Connection:
                 if closing is _Closing.USER:
                     raise ConnectionClosedError("connection has been closed (wait read)")
                 ready = self._wait_ready(select.POLLIN, deadline)
-                # close() on another thread does not end the wait (nor release the socket,
-                # which poll(2) holds): it ends at the deadline, the peer's bytes or close.
+                # A close() on another thread shuts the socket down, which ends this wait.
                 if self._closing is _Closing.USER:
                     raise ConnectionClosedError("connection has been closed (wait read)")
                 if not ready:
