@@ -114,14 +114,56 @@ class Dispatcher:
                 self.handle(frame, out, extra)
                 return
         route, timeout_ms, metadata = entry
-        deadline = None
-        if timeout_ms is not None:
-            deadline = time.monotonic() + timeout_ms / 1000.0
+        self._invoke(route, seq_id, flags, payload, timeout_ms, metadata, out, extra, False)
+
+    def handle(
+        self,
+        frame: Frame,
+        out: LinkBuffer,
+        extra_metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Run the call in `frame` and write its reply (or exception) frame to `out`.
+
+        `extra_metadata` goes on the reply whatever the outcome (the server's drain marker).
+        """
+        kind = frame.message_type
+        if kind is not MessageType.CALL and kind is not MessageType.ONEWAY:
+            raise ProtocolError(f"a server cannot receive a {kind.name} frame")
+        extra = extra_metadata
+        route = self.route(frame.service, frame.method)
+        if route is None:
+            name = f"{frame.service}/{frame.method}" if frame.service else frame.method
+            _fail(out, frame, StatusCode.UNIMPLEMENTED, f"unknown method {name}", extra)
+            return
+        if frame.timeout_ms is not None and frame.timeout_ms <= 0:
+            _fail(out, frame, StatusCode.DEADLINE_EXCEEDED, "deadline exceeded", extra)
+            return
+        oneway = kind is MessageType.ONEWAY
+        self._invoke(
+            route, frame.seq_id, frame.flags, frame.payload, frame.timeout_ms, frame.metadata,
+            out, extra, oneway,
+        )  # fmt: skip
+
+    def _invoke(
+        self,
+        route: Route,
+        seq_id: int,
+        flags: int,
+        payload: memoryview | bytes,
+        timeout_ms: int | None,
+        metadata: Mapping[str, str],
+        out: LinkBuffer,
+        extra: Mapping[str, str] | None,
+        oneway: bool,
+    ) -> None:
+        """Decode, call the handler, encode; write the reply or exception unless oneway."""
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000.0
         try:
             request = route.decode(payload)
         except DecodeError as exc:
-            message = f"cannot decode the request: {exc}"
-            write_exception(out, seq_id, StatusCode.INVALID_ARGUMENT, message, extra, flags)
+            if not oneway:
+                message = f"cannot decode the request: {exc}"
+                write_exception(out, seq_id, StatusCode.INVALID_ARGUMENT, message, extra, flags)
             return
         context = CallContext(route.service_name, route.method_name, metadata, deadline)
         try:
@@ -135,15 +177,19 @@ class Dispatcher:
                 )
             body = response.to_bytes()
         except RpcError as exc:
-            reply_metadata = context.reply_metadata
-            if extra:
-                reply_metadata = {**reply_metadata, **extra}
-            write_exception(out, seq_id, exc.code, exc.message, reply_metadata, flags)
+            if not oneway:
+                reply_metadata = context.reply_metadata
+                if extra:
+                    reply_metadata = {**reply_metadata, **extra}
+                write_exception(out, seq_id, exc.code, exc.message, reply_metadata, flags)
             return
         except Exception:
             log.exception("handler for %s failed", route.where)
-            message = f"{route.where} failed on the server"
-            write_exception(out, seq_id, StatusCode.INTERNAL, message, extra, flags)
+            if not oneway:
+                message = f"{route.where} failed on the server"
+                write_exception(out, seq_id, StatusCode.INTERNAL, message, extra, flags)
+            return
+        if oneway:
             return
         reply_metadata = context.reply_metadata
         if extra:
@@ -171,67 +217,6 @@ class Dispatcher:
         if service:
             return self._routes.get((service, method))
         return self._by_method.get(method)
-
-    def handle(
-        self,
-        frame: Frame,
-        out: LinkBuffer,
-        extra_metadata: Mapping[str, str] | None = None,
-    ) -> None:
-        """Run the call in `frame` and write its reply (or exception) frame to `out`.
-
-        `extra_metadata` goes on the reply whatever the outcome (the server's drain marker).
-        """
-        kind = frame.message_type
-        if kind is not MessageType.CALL and kind is not MessageType.ONEWAY:
-            raise ProtocolError(f"a server cannot receive a {kind.name} frame")
-        extra = extra_metadata
-        if frame.service:
-            route = self._routes.get((frame.service, frame.method))
-        else:
-            route = self._by_method.get(frame.method)
-        if route is None:
-            name = f"{frame.service}/{frame.method}" if frame.service else frame.method
-            _fail(out, frame, StatusCode.UNIMPLEMENTED, f"unknown method {name}", extra)
-            return
-        timeout_ms = frame.timeout_ms
-        deadline = None
-        if timeout_ms is not None:
-            if timeout_ms <= 0:
-                _fail(out, frame, StatusCode.DEADLINE_EXCEEDED, "deadline exceeded", extra)
-                return
-            deadline = time.monotonic() + timeout_ms / 1000.0
-        try:
-            request = route.decode(frame.payload)
-        except DecodeError as exc:
-            message = f"cannot decode the request: {exc}"
-            _fail(out, frame, StatusCode.INVALID_ARGUMENT, message, extra)
-            return
-        context = CallContext(route.service_name, route.method_name, frame.metadata, deadline)
-        try:
-            response = route.call(request, context)
-            if response.__class__ is not route.response_type and not isinstance(
-                response, route.response_type
-            ):
-                raise TypeError(
-                    f"{route.where} returned {type(response).__name__}, "
-                    f"not {route.response_type.__name__}"
-                )
-            payload = response.to_bytes()
-        except RpcError as exc:
-            metadata = {**context.reply_metadata, **extra} if extra else context.reply_metadata
-            _fail(out, frame, exc.code, exc.message, metadata)
-            return
-        except Exception:
-            log.exception("handler for %s failed", route.where)
-            _fail(out, frame, StatusCode.INTERNAL, f"{route.where} failed on the server", extra)
-            return
-        if kind is MessageType.ONEWAY:
-            return
-        metadata = context.reply_metadata
-        if extra:
-            metadata = {**metadata, **extra}
-        write_reply(out, frame.seq_id, payload, metadata, frame.flags)
 
 
 def _fail(

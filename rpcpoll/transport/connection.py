@@ -600,8 +600,9 @@ class Connection:
                 self._receive()
 
     def _receive(self) -> int:
-        """One non-blocking `recv_into` into the input buffer; the poller's read, on this
-        thread. Returns the bytes received (0 after a hang-up, -1 if none were waiting)."""
+        """One non-blocking `recv_into` straight into the input buffer's tail block (by the
+        poller, or by the reading thread of a direct connection). Returns the bytes received
+        (0 after a hang-up, which it handles, -1 if none were waiting)."""
         inbuf = self._input
         book_size = self._book_size
         space = inbuf.book(book_size, self._max_size)
@@ -761,34 +762,10 @@ class Connection:
             self._on_writable()
 
     def _on_readable(self) -> None:
-        inbuf = self._input
-        if self._closing is not _Closing.OPEN:
+        if self._closing is not _Closing.OPEN or self._receive() <= 0:
             return
-        book_size = self._book_size
-        space = inbuf.book(book_size, self._max_size)
-        try:
-            n = self._sock.recv_into(space)
-        except BlockingIOError:
-            n = -1
-        except OSError as exc:
-            log.debug("recv on %r failed: %s", self, exc)
-            n = 0
-        finally:
-            del space
-        if n <= 0:
-            inbuf.book_ack(0)
-            if n == 0:
-                self._hangup()
-            return
-        length = inbuf.book_ack(n)
-        if n == book_size and book_size < _MAX_READ:
-            self._book_size = book_size * 2
-        if length > self._max_size and self._max_size < _MAX_READ:
-            self._max_size = min(_MAX_READ, 1 << (length - 1).bit_length())
-        if self._close_idle:
-            self._last_active = time.monotonic()
         wait_size = self._wait_size
-        if wait_size and length >= wait_size:
+        if wait_size and len(self._input) >= wait_size:
             _trigger(self._read_trigger)
         if self._on_request is not None:
             self._schedule()

@@ -330,3 +330,13 @@ def test_local_channel_reports_reply_metadata_like_the_network(
     with rpctest.TestServiceClient(LocalChannel(handler)) as client:
         reply = client.meta(rpctest.Req(text="local"), metadata={"k": "v"}, reply_metadata=back)
     assert reply.metadata == {"k": "v"} and back == {"echo": "local"}
+
+
+def test_oneway_calls_run_and_get_no_reply(client: Any, recorder: Any) -> None:
+    host, port = client.server.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        oneway = Frame(1, MessageType.ONEWAY, "Count", "rpctest.TestService", b"\x81\x01\xa3one")
+        sock.sendall(encode_frame(oneway))
+        reply = raw_call(sock, Frame(2, MessageType.CALL, "Echo", "rpctest.TestService", b"\x80"))
+        assert reply.seq_id == 2  # the first reply on the wire is the call's, not the oneway's
+    assert recorder.counts["one"] == 1
