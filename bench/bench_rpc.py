@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench_transport import build_loadgen, pin  # noqa: E402
+from bench_transport import build_loadgen, pin, start_ready, stop_server  # noqa: E402
 
 SIZES = (128, 1024)
 RPCPOLL = ("rpcpoll-pool", "rpcpoll-poller")
@@ -101,27 +101,8 @@ def start_server(kind: str, pb_dir: Path, cpu: int | None) -> tuple[subprocess.P
                 return proc, match["address"]
         proc.kill()
         sys.exit(f"{kind} did not start")
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "rpc_servers.py"), kind, "--pb-dir", str(pb_dir)],
-        stdout=subprocess.PIPE,
-        text=True,
-        preexec_fn=pin(cpu),
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().split()
-    if len(line) != 2 or line[0] != "READY":
-        proc.kill()
-        sys.exit(f"{kind} did not start: {line}")
-    return proc, f"127.0.0.1:{line[1]}"
-
-
-def stop_server(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    command = [sys.executable, str(HERE / "rpc_servers.py"), kind, "--pb-dir", str(pb_dir)]
+    return start_ready(command, cpu)
 
 
 # --------------------------------------------------------------------------- server side

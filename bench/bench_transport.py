@@ -60,25 +60,25 @@ def pin(cpu: int | None):  # type: ignore[no-untyped-def]
     return lambda: os.sched_setaffinity(0, {cpu})
 
 
-def start_server(kind: str, cpu: int | None) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "echo_servers.py"), kind],
-        stdout=subprocess.PIPE,
-        text=True,
-        preexec_fn=pin(cpu),
-    )
+def start_ready(command: list[str], cpu: int | None) -> tuple[subprocess.Popen[str], str]:
+    """Start a server that prints "READY <port>" once it listens; (process, "127.0.0.1:port")."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, preexec_fn=pin(cpu))
     assert proc.stdout is not None
     line = proc.stdout.readline().split()
     if len(line) != 2 or line[0] != "READY":
         proc.kill()
-        sys.exit(f"server {kind} did not start: {line}")
+        sys.exit(f"{' '.join(command[1:])} did not start: {line}")
     return proc, f"127.0.0.1:{line[1]}"
+
+
+def start_server(kind: str, cpu: int | None) -> tuple[subprocess.Popen[str], str]:
+    return start_ready([sys.executable, str(HERE / "echo_servers.py"), kind], cpu)
 
 
 def stop_server(proc: subprocess.Popen[str]) -> None:
     proc.terminate()
     try:
-        proc.wait(5)
+        proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()

@@ -59,6 +59,18 @@ class MethodDescriptor:
     #: from `option idempotency_level = IDEMPOTENT | NO_SIDE_EFFECTS`: safe to retry
     idempotent: bool = False
 
+    def encode_request(self, request: Any) -> bytes:
+        """`request.to_bytes()`, after checking its type: what every Channel sends.
+
+        A wrong type raises TypeError; an unencodable request TypeError or ValueError naming
+        the field. Either way in the caller, before any I/O.
+        """
+        if not isinstance(request, self.request_type):
+            raise TypeError(
+                f"{self.name} takes {self.request_type.__name__}, not {type(request).__name__}"
+            )
+        return request.to_bytes()
+
     @property
     def unary(self) -> bool:
         """Whether neither side streams."""
@@ -188,11 +200,7 @@ class LocalChannel:
         if self._closed:
             raise UnavailableError(message="channel is closed")
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not isinstance(request, method.request_type):
-            raise TypeError(
-                f"{method.name} takes {method.request_type.__name__}, not {type(request).__name__}"
-            )
-        payload = request.to_bytes()  # an unencodable request fails here, in the caller
+        payload = method.encode_request(request)
 
         handler = self._handlers.get(service.full_name)
         served = None if handler is None else type(handler).SERVICE.methods.get(method.name)

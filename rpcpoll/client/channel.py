@@ -20,13 +20,13 @@ within `retry.max_attempts` and the deadline. Nothing else is retried.
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..protocol.frame import (
+    CONNECTION_RESET_KEY,
     DEFAULT_MAX_FRAME_SIZE,
     FIXED_SIZE,
     FrameReader,
@@ -56,9 +56,6 @@ from ..transport.net import dial_connection
 from .pool import Pool, PoolOptions
 
 __all__ = ["NO_RETRY", "ClientChannel", "RetryPolicy", "open_channel"]
-
-# Reply metadata by which a draining server asks not to reuse the connection (Kitex's key).
-_CONNECTION_RESET_KEY = "crrst"
 
 
 @dataclass(frozen=True)
@@ -129,7 +126,6 @@ class ClientChannel:
         self._templates: dict[tuple[str, str], RequestTemplate] = {}
         self._seq = itertools.count(1)
         self._closed = False
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ Channel
 
@@ -145,11 +141,7 @@ class ClientChannel:
     ) -> Any:
         if self._closed:
             raise UnavailableError(message="the client is closed")
-        if not isinstance(request, method.request_type):
-            raise TypeError(
-                f"{method.name} takes {method.request_type.__name__}, not {type(request).__name__}"
-            )
-        payload = request.to_bytes()  # an unencodable request fails here, before any I/O
+        payload = method.encode_request(request)
         if timeout is None:
             timeout = self.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -237,7 +229,7 @@ class ClientChannel:
             conn.set_write_deadline(deadline)
             conn.flush()
             reply = self._read_reply(conn, seq_id, deadline)
-            reusable = _CONNECTION_RESET_KEY not in reply[3]
+            reusable = CONNECTION_RESET_KEY not in reply[3]
             return reply
         except (ReadTimeoutError, WriteTimeoutError):
             message = f"deadline exceeded calling {template.method}"

@@ -29,6 +29,7 @@ from typing import Final
 from ..transport.linkbuffer import LinkBuffer
 
 __all__ = [
+    "CONNECTION_RESET_KEY",
     "DEFAULT_MAX_FRAME_SIZE",
     "FIXED_SIZE",
     "FLAG_OUT_OF_ORDER",
@@ -45,6 +46,7 @@ __all__ = [
     "RequestTemplate",
     "decode_frame",
     "encode_frame",
+    "frame_from_raw",
     "parse_info",
     "write_exception",
     "write_frame",
@@ -63,6 +65,8 @@ INFO_INTKEYVALUE: Final = 0x10
 INFO_ACL_TOKEN: Final = 0x11
 
 SERVICE_KEY: Final = "isn"  # Kitex's string key for the IDL service name
+# Reply metadata by which a draining server asks clients not to reuse the connection (Kitex's).
+CONNECTION_RESET_KEY: Final = "crrst"
 
 _FIXED = struct.Struct(">IHHIH")
 _U16 = struct.Struct(">H")
@@ -418,16 +422,15 @@ def decode_frame(
     total = _check_fixed(length, magic, words, max_frame_size)
     if total != len(view):
         raise MalformedHeaderError(f"frame says {total} bytes, got {len(view)}")
-    return _frame_from(view, flags, seq_id, words)
-
-
-def _frame_from(view: memoryview, flags: int, seq_id: int, words: int) -> Frame:
     body = FIXED_SIZE + words * 4
-    msg_type, method, service, timeout, status, message, metadata = parse_info(
-        bytes(view[FIXED_SIZE:body])
-    )
+    return frame_from_raw(seq_id, flags, bytes(view[FIXED_SIZE:body]), view[body:])
+
+
+def frame_from_raw(seq_id: int, flags: int, info: bytes, payload: memoryview) -> Frame:
+    """The Frame of what `FrameReader.read_raw` returns (parses the header info)."""
+    msg_type, method, service, timeout, status, message, metadata = parse_info(info)
     return Frame(
-        seq_id, msg_type, method, service, view[body:], timeout, status, message, metadata, flags
+        seq_id, msg_type, method, service, payload, timeout, status, message, metadata, flags
     )
 
 
@@ -466,10 +469,4 @@ class FrameReader:
 
     def read(self, buf: LinkBuffer) -> Frame | None:
         raw = self.read_raw(buf)
-        if raw is None:
-            return None
-        seq_id, flags, info, payload = raw
-        msg_type, method, service, timeout, status, message, metadata = parse_info(info)
-        return Frame(
-            seq_id, msg_type, method, service, payload, timeout, status, message, metadata, flags
-        )
+        return None if raw is None else frame_from_raw(*raw)

@@ -24,6 +24,7 @@ from ..protocol.frame import (
     Frame,
     MessageType,
     ProtocolError,
+    frame_from_raw,
     parse_info,
     write_exception,
     write_reply,
@@ -35,9 +36,6 @@ from ..transport.linkbuffer import LinkBuffer
 __all__ = ["Dispatcher", "Route"]
 
 log = logging.getLogger("rpcpoll.server")
-
-# Reply metadata that tells a pooling client not to reuse the connection (Kitex's key).
-CONNECTION_RESET_KEY = "crrst"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +104,7 @@ class Dispatcher:
         if entry is None:
             entry = self._learn(info)
             if entry is None:
-                msg_type, method, service, timeout, status, message, metadata = parse_info(info)
-                frame = Frame(
-                    seq_id, msg_type, method, service, payload, timeout, status, message,
-                    metadata, flags,
-                )  # fmt: skip
-                self.handle(frame, out, extra)
+                self.handle(frame_from_raw(seq_id, flags, info, payload), out, extra)
                 return
         route, timeout_ms, metadata = entry
         self._invoke(route, seq_id, flags, payload, timeout_ms, metadata, out, extra, False)

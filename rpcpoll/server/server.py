@@ -24,6 +24,7 @@ from functools import partial
 from typing import Any
 
 from ..protocol.frame import (
+    CONNECTION_RESET_KEY,
     DEFAULT_MAX_FRAME_SIZE,
     FLAG_OUT_OF_ORDER,
     FrameReader,
@@ -37,7 +38,7 @@ from ..transport.eventloop import EventLoop
 from ..transport.linkbuffer import LinkBuffer
 from ..transport.net import Listener, create_listener
 from ..transport.worker_pool import WorkerPool, default_pool
-from .dispatch import CONNECTION_RESET_KEY, Dispatcher
+from .dispatch import Dispatcher
 
 __all__ = ["Server"]
 

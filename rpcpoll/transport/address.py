@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from .net import parse_tcp_address
 
-__all__ = ["Address", "format_address", "parse_address"]
-
-Address = tuple[str, "str | tuple[str, int]"]
+__all__ = ["format_address", "parse_address"]
 
 
 def parse_address(spec: str | tuple[str, int]) -> tuple[str, str | tuple[str, int]]:
