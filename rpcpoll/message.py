@@ -285,13 +285,18 @@ class _FloatKind(Kind):
     def decode(self, value: t.Any, where: str) -> float:
         # Some msgpack encoders write integral doubles as ints; accept them.
         if value.__class__ is float:
-            return value
-        if value.__class__ is int:
+            number = value
+        elif value.__class__ is int:
             try:
-                return float(value)
+                number = float(value)
             except OverflowError:
-                pass
-        raise DecodeError(f"{where}: expected {self.name}, got {_describe(value)}")
+                raise DecodeError(f"{where}: {value} is out of range for {self.name}") from None
+        else:
+            raise DecodeError(f"{where}: expected {self.name}, got {_describe(value)}")
+        # The encoder's range, so that whatever decodes encodes again (NaN and inf are fine).
+        if self.single and math.isfinite(number) and abs(number) > FLOAT32_LIMIT:
+            raise DecodeError(f"{where}: {number!r} is out of range for {self.name}")
+        return number
 
     def fast(self, items: Iterable[t.Any]) -> bool:
         limit = FLOAT32_LIMIT if self.single else math.inf

@@ -50,6 +50,8 @@ class Scalar:
         elif self.bounds is not None:
             lo, hi = self.bounds
             guard += f" or not {lo} <= {var} <= {hi}"
+        elif self.single:  # as on encode, so that whatever decodes encodes again
+            guard += f" or not -{_FLOAT32_LIMIT} <= {var} <= {_FLOAT32_LIMIT}"
         return guard
 
 

@@ -67,6 +67,17 @@ def test_unknown_field_numbers_are_ignored(scalars: ModuleType) -> None:
     assert scalars.Scalars.from_bytes(data) == scalars.Scalars(f_int32=7)
 
 
+def test_float_fields_decode_only_what_they_can_encode(scalars: ModuleType) -> None:
+    # f_float is field 2. A double just above float32's range decoded fine once and then
+    # failed to encode again; now it is a DecodeError.
+    for value in (3.4028235000000003e38, -1e39):
+        with pytest.raises(rm.DecodeError):
+            scalars.Scalars.from_bytes(msgpack.packb({2: value}))
+    for value in (3.4028235e38, float("inf"), float("nan"), 1.5, 3):
+        decoded = scalars.Scalars.from_bytes(msgpack.packb({2: value}))
+        scalars.Scalars.from_bytes(decoded.to_bytes())  # and it encodes again
+
+
 def test_from_bytes_accepts_memoryview_and_bytearray(scalars: ModuleType) -> None:
     message = scalars.Scalars(f_string="hi", f_bytes=b"\x01\x02", f_int64=-5)
     data = message.to_bytes()
