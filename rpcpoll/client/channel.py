@@ -1,61 +1,58 @@
-"""The network Channel behind generated clients: pooled connections, deadlines, safe retries.
+"""The network Channel behind generated clients: instances, balancing, breakers, safe retries.
 
-A call takes an idle connection from the pool of its address (or dials one), writes one
-request frame and reads frames until its reply arrives, all on the calling thread: these
-connections are "direct" (no poller), because for one request and one reply the hop to a
-poller thread costs more than the I/O it saves. Many threads can call at once; each uses its own
-connection.
+A channel calls one service, on one or many instances:
+
+- **Target.** `"host:port"` or `"unix:/path"` is one fixed instance. `"etcd://host:port/NAME"`
+  discovers the instances of NAME in etcd and follows changes; `resolver=` plugs in any other
+  `rpcpoll.discovery.Resolver`, the target then being the service name.
+- **Balancing.** Each call picks an instance with the balancer (`balancer=`: weighted
+  round-robin by default, "random", "consistent_hash" with `hash_key=`, or any
+  `rpcpoll.client.balance.Balancer`).
+- **Circuit breaking.** Each instance has a breaker (`breaker=`, a factory); an instance whose
+  connections keep failing gets no calls until its breaker lets a probe through. Only
+  connection failures count, not errors a handler returns, nor timeouts.
+- **Connections.** Per instance, a Kitex-style pool of long connections, one call per
+  connection at a time (the default), or with `mux=N` a ring of N multiplexed connections
+  shared by every thread (see `rpcpoll.client.mux`). `warmup=N` dials N connections per
+  instance ahead of the first call (for mux: the whole ring).
 
 Timeouts. `timeout=` is the whole call's budget, retries included. It travels to the server
-as the caller's remaining time, and the read of the reply stops at the deadline: the call then
-raises DEADLINE_EXCEEDED and its connection is closed, so a late reply can never be read as
-the reply of another call. `connect_timeout` bounds each dial separately.
+as the caller's remaining time, and the wait for the reply stops at the deadline: the call then
+raises DEADLINE_EXCEEDED and a late reply is dropped, never read as another call's reply.
+`connect_timeout` bounds each dial separately.
 
-Retries. A call is retried only when it provably never reached a handler (the dial failed, or a
-pooled connection was found dead before anything was written) or when the method is
-idempotent (`option idempotency_level = IDEMPOTENT` in the proto, or `idempotent_methods=`),
-within `retry.max_attempts` and the deadline. Nothing else is retried.
+Retries. A call is retried only when it provably never reached a handler (the dial failed, or
+a connection was found dead before anything was written) or when the method is idempotent
+(`option idempotency_level = IDEMPOTENT` in the proto, or `idempotent_methods=`), within
+`retry.max_attempts` and the deadline, preferring an instance that has not failed this call.
 """
 
 from __future__ import annotations
 
-import itertools
+import logging
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from ..protocol.frame import (
-    CONNECTION_RESET_KEY,
-    DEFAULT_MAX_FRAME_SIZE,
-    FIXED_SIZE,
-    FrameReader,
-    MessageType,
-    ProtocolError,
-    RequestTemplate,
-    parse_info,
-)
-from ..protocol.status import (
-    DeadlineExceededError,
-    InternalError,
-    RpcError,
-    UnavailableError,
-)
+from ..discovery.base import Instance, Resolver, Subscription
+from ..protocol.frame import DEFAULT_MAX_FRAME_SIZE, FrameReader, MessageType, RequestTemplate
+from ..protocol.status import InternalError, RpcError, UnavailableError
 from ..service import MethodDescriptor, ServiceDescriptor
-from ..transport.address import parse_address
-from ..transport.connection import Connection
-from ..transport.errors import (
-    DialError,
-    DialRefusedError,
-    DialTimeoutError,
-    ReadTimeoutError,
-    TransportError,
-    WriteTimeoutError,
-)
-from ..transport.net import dial_connection
-from .pool import Pool, PoolOptions
+from ..transport.address import format_address, parse_address
+from .balance import Balancer, Picker, WeightedRoundRobin, balancer_by_name
+from .breaker import BreakerFactory, CircuitBreaker, default_breaker_factory
+from .longconn import LongConnTransport
+from .mux import MuxTransport
+from .outcome import MaybeSentError, NotSentError, Reply
+from .pool import PoolOptions
 
 __all__ = ["NO_RETRY", "ClientChannel", "RetryPolicy", "open_channel"]
+
+log = logging.getLogger("rpcpoll.client")
+
+HashKey = Callable[[str, Any, "Mapping[str, str] | None"], "str | bytes | None"]
 
 
 @dataclass(frozen=True)
@@ -81,25 +78,42 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(max_attempts=1)
 
 
-# (message type, status, status message, metadata, payload) of a reply frame
-_Reply = tuple[MessageType, int, str, Mapping[str, str], memoryview]
+class _Transport(Protocol):
+    def call(
+        self,
+        template: RequestTemplate,
+        payload: bytes,
+        deadline: float | None,
+        metadata: Mapping[str, str] | None,
+    ) -> Reply: ...
+
+    def warm_up(self, count: int, deadline: float | None = None) -> int: ...
+
+    def close(self) -> None: ...
 
 
-class _NotSent(Exception):
-    """The request provably did not reach the server; safe to retry any method."""
+class _Endpoint:
+    """One instance's connections and breaker."""
 
+    __slots__ = ("breaker", "instance", "transport")
 
-class _MaybeSent(Exception):
-    """The connection failed after the request may have reached the server."""
+    def __init__(self, instance: Instance, transport: _Transport, breaker: CircuitBreaker):
+        self.instance = instance
+        self.transport = transport
+        self.breaker = breaker
 
 
 class ClientChannel:
-    """A `rpcpoll.service.Channel` to one address: "host:port" or "unix:/path".
+    """A `rpcpoll.service.Channel` to the instances of one service (see the module docs).
 
     Options: `timeout` (default per-call timeout, None = no limit), `connect_timeout` (per dial,
     default 1 s), `retry` (a RetryPolicy), `idempotent_methods` (wire names, "Service/Method"
-    or "Method", to treat as idempotent), `max_frame_size`, and the pool's
-    `max_idle_per_address` (10), `max_idle_global` (100), `max_idle_timeout` (60 s).
+    or "Method", to treat as idempotent), `max_frame_size`; the pool's `max_idle_per_address`
+    (10), `max_idle_global` (100), `max_idle_timeout` (60 s); `mux` (connections per instance
+    shared by all calls; 0, the default, pools one call per connection); `resolver`,
+    `balancer` (a Balancer or its name), `hash_key` (`f(method, request, metadata)` giving the
+    consistent-hash key), `breaker` (a factory `f(instance) -> CircuitBreaker`), `warmup`
+    (connections dialed per instance up front).
     """
 
     def __init__(
@@ -114,18 +128,54 @@ class ClientChannel:
         max_idle_per_address: int = 10,
         max_idle_global: int = 100,
         max_idle_timeout: float = 60.0,
+        mux: int = 0,
+        resolver: Resolver | None = None,
+        balancer: Balancer | str | None = None,
+        hash_key: HashKey | None = None,
+        breaker: BreakerFactory | None = None,
+        warmup: int = 0,
     ) -> None:
-        self._network, self._address = parse_address(target)
+        if mux < 0 or warmup < 0:
+            raise ValueError("mux and warmup cannot be negative")
         self.target = target
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.retry = retry or RetryPolicy()
         self._idempotent = frozenset(idempotent_methods)
         self._frames = FrameReader(max_frame_size)
-        self._pool = Pool(PoolOptions(max_idle_per_address, max_idle_global, max_idle_timeout))
+        self._pool_options = PoolOptions(max_idle_per_address, max_idle_global, max_idle_timeout)
+        self._mux = mux
+        self._warmup = warmup
+        if isinstance(balancer, str):
+            balancer = balancer_by_name(balancer)
+        self._balancer: Balancer = balancer or WeightedRoundRobin()
+        self._hash_key = hash_key
+        self._breaker_factory = breaker or default_breaker_factory
         self._templates: dict[tuple[str, str], RequestTemplate] = {}
-        self._seq = itertools.count(1)
         self._closed = False
+        self._lock = threading.Lock()  # guards instance-list changes
+        self._endpoints: dict[str, _Endpoint] = {}  # by Instance.target
+        self._view: tuple[Picker, dict[Instance, _Endpoint]] = (self._balancer.picker(()), {})
+        self._warmers: list[threading.Thread] = []
+        self._subscription: Subscription | None = None
+        self._owned_resolver: Resolver | None = None
+
+        self._service_name, discovery = _discovery_of(target, resolver)
+        if discovery is None:  # one fixed instance
+            network, address = parse_address(target)
+            shown = str(address) if network == "unix" else format_address(network, address)
+            self._set_instances([Instance(shown, network)], warm_now=True)
+            return
+        if resolver is None:
+            self._owned_resolver = discovery  # made from the target: ours to close
+        resolver = discovery
+        try:
+            instances = resolver.resolve(self._service_name)
+        except Exception as exc:  # discovery may recover: calls fail until it does
+            log.warning("cannot resolve %s yet: %s", self._service_name, exc)
+            instances = []
+        self._set_instances(instances, warm_now=True)
+        self._subscription = resolver.subscribe(self._service_name, self._on_instances)
 
     # ------------------------------------------------------------------ Channel
 
@@ -149,23 +199,30 @@ class ClientChannel:
         template = self._templates.get(key)
         if template is None:
             template = self._templates[key] = RequestTemplate(service.full_name, method.name)
+        hash_key = self._hash_key(method.name, request, metadata) if self._hash_key else None
+        failed: set[Instance] = set()  # instances this call failed on: tried last
         attempt = 1
         while True:
+            endpoint = self._pick(hash_key, failed)
             try:
-                reply = self._attempt(template, payload, deadline, metadata)
+                reply = endpoint.transport.call(template, payload, deadline, metadata)
+                endpoint.breaker.on_success()
                 break
-            except _NotSent as exc:
+            except NotSentError as exc:
                 failure: Exception = exc
                 retry = True
-            except _MaybeSent as exc:
+            except MaybeSentError as exc:
                 failure, retry = exc, self._is_idempotent(service, method)
+            endpoint.breaker.on_failure()
+            failed.add(endpoint.instance)
             if (
                 not retry
                 or attempt >= self.retry.max_attempts
                 or (deadline is not None and time.monotonic() >= deadline)
             ):
                 cause = failure.__cause__ or failure
-                raise UnavailableError(message=f"{self._describe()}: {cause}") from cause
+                where = endpoint.instance.target
+                raise UnavailableError(message=f"{where}: {cause}") from cause
             pause = self.retry.pause(attempt)
             if deadline is not None:
                 pause = min(pause, max(0.0, deadline - time.monotonic()))
@@ -181,6 +238,32 @@ class ClientChannel:
         except ValueError as exc:
             raise InternalError(message=f"cannot decode the reply to {method.name}: {exc}") from exc
 
+    def _pick(self, hash_key: str | bytes | None, failed: set[Instance]) -> _Endpoint:
+        """The endpoint for the next attempt: an instance whose breaker allows a call,
+        preferring those this call has not failed on."""
+        picker, endpoints = self._view
+        refused: set[Instance] = set()
+        excluded: set[Instance] = failed
+        while True:
+            instance = picker.pick(hash_key, excluded)
+            if instance is None:
+                if excluded is failed and failed:
+                    excluded = set(refused)  # every other instance failed: try them again
+                    instance = picker.pick(hash_key, excluded)
+                if instance is None:
+                    raise UnavailableError(message=self._no_instance_message(refused))
+            endpoint = endpoints[instance]
+            if endpoint.breaker.allow():
+                return endpoint
+            refused.add(instance)
+            excluded = excluded | refused
+
+    def _no_instance_message(self, refused: set[Instance]) -> str:
+        if refused:
+            shown = ", ".join(sorted(instance.target for instance in refused))
+            return f"{self._service_name}: circuit open for every instance ({shown})"
+        return f"{self._service_name}: no instance available"
+
     def _is_idempotent(self, service: ServiceDescriptor, method: MethodDescriptor) -> bool:
         return (
             method.idempotent
@@ -188,15 +271,105 @@ class ClientChannel:
             or f"{service.full_name}/{method.name}" in self._idempotent
         )
 
+    # ------------------------------------------------------------------ instances
+
+    @property
+    def instances(self) -> list[Instance]:
+        """The instances calls are balanced over right now."""
+        return list(self._view[1])
+
+    def _on_instances(self, instances: Sequence[Instance]) -> None:
+        """The resolver's change notification (on its thread)."""
+        if not self._closed:
+            self._set_instances(instances, warm_now=False)
+
+    def _set_instances(self, instances: Sequence[Instance], *, warm_now: bool) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            old = self._endpoints
+            endpoints: dict[str, _Endpoint] = {}
+            view: dict[Instance, _Endpoint] = {}
+            added = []
+            for instance in instances:
+                endpoint = old.get(instance.target) or endpoints.get(instance.target)
+                if endpoint is None:
+                    endpoint = self._new_endpoint(instance)
+                    added.append(endpoint)
+                endpoint.instance = instance
+                endpoints[instance.target] = endpoint
+                view[instance] = endpoint
+            removed = [endpoint for target, endpoint in old.items() if target not in endpoints]
+            self._endpoints = endpoints
+            self._view = (self._balancer.picker(list(view)), view)
+        for endpoint in removed:
+            endpoint.transport.close()  # calls in progress on it finish
+        if added and self._warmup:
+            if warm_now:
+                self._warm(added)
+            else:
+                warmer = threading.Thread(
+                    target=self._warm, args=(added,), name="rpcpoll-warmup", daemon=True
+                )
+                self._warmers = [t for t in self._warmers if t.is_alive()] + [warmer]
+                warmer.start()
+
+    def _new_endpoint(self, instance: Instance) -> _Endpoint:
+        network, address = parse_address(instance.target)
+        describe = instance.target
+        transport: _Transport
+        if self._mux:
+            transport = MuxTransport(
+                network,
+                address,
+                size=self._mux,
+                frames=self._frames,
+                connect_timeout=self.connect_timeout,
+                describe=describe,
+            )
+        else:
+            transport = LongConnTransport(
+                network,
+                address,
+                frames=self._frames,
+                pool_options=self._pool_options,
+                connect_timeout=self.connect_timeout,
+                describe=describe,
+            )
+        return _Endpoint(instance, transport, self._breaker_factory(instance))
+
+    def _warm(self, endpoints: list[_Endpoint]) -> None:
+        for endpoint in endpoints:
+            try:
+                endpoint.transport.warm_up(self._warmup)
+            except (NotSentError, RpcError) as exc:  # the first calls will dial instead
+                log.warning("warm-up of %s failed: %s", endpoint.instance.target, exc)
+
+    # ------------------------------------------------------------------ lifecycle
+
     @property
     def idle_connections(self) -> int:
-        """Pooled connections waiting for a call."""
-        return self._pool.idle
+        """Pooled connections waiting for a call, over every instance (pool mode)."""
+        return sum(
+            endpoint.transport.idle_connections
+            for endpoint in self._endpoints.values()
+            if isinstance(endpoint.transport, LongConnTransport)
+        )
 
     def close(self) -> None:
-        """Close idle connections; calls in progress finish, later calls fail."""
-        self._closed = True
-        self._pool.close()
+        """Close idle connections and stop following discovery; calls in progress finish,
+        later calls fail."""
+        with self._lock:
+            self._closed = True
+            endpoints = list(self._endpoints.values())
+        if self._subscription is not None:
+            self._subscription.close()
+        if self._owned_resolver is not None:
+            self._owned_resolver.close()
+        for warmer in self._warmers:
+            warmer.join(5.0)
+        for endpoint in endpoints:
+            endpoint.transport.close()
 
     def __enter__(self) -> ClientChannel:
         return self
@@ -204,88 +377,23 @@ class ClientChannel:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ one attempt
 
-    def _attempt(
-        self,
-        template: RequestTemplate,
-        payload: bytes,
-        deadline: float | None,
-        metadata: Mapping[str, str] | None,
-    ) -> _Reply:
-        conn = self._connection(deadline)
-        seq_id = next(self._seq) & 0xFFFFFFFF or next(self._seq) & 0xFFFFFFFF
-        timeout_ms = None
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._pool.put(conn)
-                raise DeadlineExceededError(message="deadline exceeded before the call was sent")
-            timeout_ms = max(1, int(remaining * 1000))
-        reusable = False
-        try:
-            writer = conn.writer()
-            template.write(writer, seq_id, payload, timeout_ms, metadata)
-            conn.set_write_deadline(deadline)
-            conn.flush()
-            reply = self._read_reply(conn, seq_id, deadline)
-            reusable = CONNECTION_RESET_KEY not in reply[3]
-            return reply
-        except (ReadTimeoutError, WriteTimeoutError):
-            message = f"deadline exceeded calling {template.method}"
-            raise DeadlineExceededError(message=message) from None
-        except ProtocolError as exc:
-            raise InternalError(message=f"protocol error from {self._describe()}: {exc}") from exc
-        except TransportError as exc:
-            raise _MaybeSent(str(exc)) from exc
-        finally:
-            if reusable:
-                self._pool.put(conn)
-            else:
-                conn.close()
+def _discovery_of(
+    target: str | tuple[str, int], resolver: Resolver | None
+) -> tuple[str, Resolver | None]:
+    """(service name, resolver) for a target: no resolver for a fixed address."""
+    if resolver is not None:
+        if not isinstance(target, str):
+            raise TypeError("with resolver=, the target is the service name")
+        return target, resolver
+    if isinstance(target, str) and target.startswith("etcd://"):
+        from ..discovery.etcd import EtcdResolver, parse_etcd_target
 
-    def _connection(self, deadline: float | None) -> Connection:
-        conn = self._pool.get()  # is_active() checked: a dead one never gets our request
-        while conn is not None and len(conn.reader()):
-            conn.close()  # bytes nobody asked for: the stream is out of step, never reuse it
-            conn = self._pool.get()
-        if conn is not None:
-            return conn
-        timeout = self.connect_timeout
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeadlineExceededError(message="deadline exceeded before connecting")
-            timeout = remaining if timeout is None else min(timeout, remaining)
-        try:
-            return dial_connection(self._network, self._address, timeout, direct=True)
-        except (DialRefusedError, DialError, DialTimeoutError) as exc:
-            raise _NotSent(str(exc)) from exc
-
-    def _read_reply(self, conn: Connection, seq_id: int, deadline: float | None) -> _Reply:
-        conn.set_read_deadline(deadline)
-        reader = conn.reader()
-        read = self._frames.read_raw
-        needed = FIXED_SIZE  # nothing is buffered yet: the request has only just gone out
-        while True:
-            conn.wait_readable(needed)
-            raw = read(reader)
-            if raw is None:
-                needed = self._frames.pending_size(reader)
-                continue
-            needed = FIXED_SIZE
-            if raw[0] != seq_id:
-                continue  # not ours (a stale reply): dropped, never matched to this call
-            msg_type, _method, _service, _timeout, status, message, metadata = parse_info(raw[2])
-            if msg_type is not MessageType.REPLY and msg_type is not MessageType.EXCEPTION:
-                raise ProtocolError(f"expected a reply, got a {msg_type.name} frame")
-            reader.release()
-            return msg_type, status, message, metadata, raw[3]
-
-    def _describe(self) -> str:
-        return f"{self._network}:{self._address}" if self._network == "unix" else str(self.target)
+        _endpoints, service = parse_etcd_target(target)
+        return service, EtcdResolver.from_url(target)
+    return str(target), None
 
 
 def open_channel(target: str, **options: Any) -> ClientChannel:
-    """The Channel for a target string; what `SClient("host:port", **options)` uses."""
+    """The Channel for a target string; what `SClient(target, **options)` uses."""
     return ClientChannel(target, **options)

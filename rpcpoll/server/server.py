@@ -5,8 +5,8 @@ runs each call, writes the replies into the output buffer and flushes once: one 
 the whole batch. Calls arriving in order (a pooled client: one call per connection at a time)
 run right there, on the connection's handler thread. Calls flagged out-of-order (a
 multiplexing client) each run as their own task on the worker pool, so a slow call does not hold
-up the others on the connection; their replies go out as they finish, under a per-connection
-write lock.
+up the others on the connection; their replies go out as they finish. Replies that finish while
+another thread is writing to the connection are queued and sent together by that thread.
 
 Handlers may block: by default every connection's work runs on the worker pool, so a blocked
 handler holds one worker thread and nothing else. (A client that mixes in-order and
@@ -18,8 +18,10 @@ that never block.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
+from collections import deque
 from functools import partial
 from typing import Any
 
@@ -36,7 +38,7 @@ from ..transport.connection import Connection
 from ..transport.errors import TransportError
 from ..transport.eventloop import EventLoop
 from ..transport.linkbuffer import LinkBuffer
-from ..transport.net import Listener, create_listener
+from ..transport.net import Listener, convert_listener, create_listener
 from ..transport.worker_pool import WorkerPool, default_pool
 from .dispatch import Dispatcher
 
@@ -50,10 +52,12 @@ _DRAIN_METADATA = {CONNECTION_RESET_KEY: "1"}
 class _ConnState:
     """Per-connection server state (the EventLoop context of each connection)."""
 
-    __slots__ = ("inflight", "lock")
+    __slots__ = ("count_lock", "inflight", "lock", "replies")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()  # serialises writers: the batch loop and out-of-order tasks
+        self.lock = threading.Lock()  # held by whoever writes: the batch loop, or a reply flusher
+        self.replies: deque[LinkBuffer] = deque()  # out-of-order replies waiting to be sent
+        self.count_lock = threading.Lock()
         self.inflight = 0  # out-of-order calls still running
 
 
@@ -63,7 +67,9 @@ class Server:
     Options: `max_frame_size` (bytes, default 4 MiB), `exit_wait` (seconds `shutdown()` waits
     for in-flight calls by default, 5), `idle_timeout` (close connections idle this long,
     default 600 s; None keeps them), `run_on_poller` (see the module docs), `reuse_port`
-    (SO_REUSEPORT, for several processes on one port), `pool` (the WorkerPool for calls).
+    (SO_REUSEPORT, for several processes on one port), `pool` (the WorkerPool for calls),
+    `listener` (an already listening socket to serve instead of binding `address`, e.g. one
+    inherited from a supervisor; the caller keeps and closes it).
     """
 
     def __init__(
@@ -76,8 +82,13 @@ class Server:
         run_on_poller: bool = False,
         reuse_port: bool = False,
         pool: WorkerPool | None = None,
+        listener: socket.socket | None = None,
     ) -> None:
+        if listener is not None:
+            network = "unix" if listener.family == socket.AF_UNIX else "tcp"
+            address = format_address(network, listener.getsockname())
         self._network, self._address = parse_address(address)
+        self._given_listener = listener
         self.dispatcher = Dispatcher()
         self._frames = FrameReader(max_frame_size)
         self.exit_wait = exit_wait
@@ -122,7 +133,12 @@ class Server:
             raise RuntimeError("server already started")
         if not self.dispatcher.services:
             raise RuntimeError("register at least one handler before starting the server")
-        self._listener = create_listener(self._network, self._address, reuse_port=self._reuse_port)
+        if self._given_listener is not None:
+            self._listener = convert_listener(self._given_listener)
+        else:
+            self._listener = create_listener(
+                self._network, self._address, reuse_port=self._reuse_port
+            )
         self._thread = threading.Thread(
             target=self._loop.serve, args=(self._listener,), name="rpcpoll-server", daemon=True
         )
@@ -184,13 +200,17 @@ class Server:
                         break
                     seq_id, flags, info, payload = raw
                     if flags & FLAG_OUT_OF_ORDER and not self._run_on_poller:
-                        state.inflight += 1
+                        with state.count_lock:
+                            state.inflight += 1
                         self._pool.submit(partial(self._serve_out_of_order, conn, state, raw))
                     else:
                         handle(seq_id, flags, info, payload, writer, extra)
                 reader.release()
+                self._link_replies(state, writer)
                 if writer.malloc_len():
                     conn.flush()
+            if state.replies:  # queued while we held the lock: nobody else will send them
+                self._send_replies(conn, state)
         except ProtocolError as exc:
             log.warning("closing %r: %s", conn, exc)
             conn.close()
@@ -201,21 +221,44 @@ class Server:
     def _serve_out_of_order(
         self, conn: Connection, state: _ConnState, raw: tuple[int, int, bytes, memoryview]
     ) -> None:
-        # The call runs without the lock, into its own buffer; only linking the reply into
-        # the connection's output (no copy) and sending it happen under the lock.
+        # The call runs without the lock, into its own buffer; the reply is queued and sent
+        # by whichever thread holds the connection's lock next (one sendmsg for all queued).
         reply = LinkBuffer()
         try:
             extra = _DRAIN_METADATA if self._draining else None
             self.dispatcher.handle_raw(*raw, reply, extra)
-            with state.lock:
-                conn.writer().write_buffer(reply)
-                conn.flush()
+            state.replies.append(reply)
+            self._send_replies(conn, state)
         except ProtocolError as exc:
             log.warning("closing %r: %s", conn, exc)
             conn.close()
         except TransportError as exc:
             log.debug("connection %r went away: %s", conn, exc)
         finally:
-            reply.close()
-            with state.lock:
+            with state.count_lock:
                 state.inflight -= 1
+
+    def _send_replies(self, conn: Connection, state: _ConnState) -> None:
+        """Send the queued out-of-order replies, unless another thread holds the lock: that
+        thread looks at the queue again after letting go of it, so no reply is stranded."""
+        replies = state.replies
+        while replies:
+            if not state.lock.acquire(blocking=False):
+                return
+            try:
+                writer = conn.writer()
+                self._link_replies(state, writer)
+                conn.flush()
+            except TransportError:
+                replies.clear()  # the connection is gone: so are its callers
+                raise
+            finally:
+                state.lock.release()
+
+    @staticmethod
+    def _link_replies(state: _ConnState, writer: LinkBuffer) -> None:
+        replies = state.replies
+        while replies:
+            reply = replies.popleft()
+            writer.write_buffer(reply)  # links the reply's blocks: no copy
+            reply.close()

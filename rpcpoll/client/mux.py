@@ -1,0 +1,342 @@
+"""Multiplexed connections: many concurrent calls over a few connections (Kitex's netpollmux).
+
+`MuxTransport(size=N)` keeps a ring of N connections to one address and hands them out round
+robin. Each call gets its own sequence id on its connection and is flagged out-of-order, so the
+server runs the calls of one connection concurrently and answers as each finishes.
+
+- **Replies** are read by the connection's poller, which matches each to its waiting call by
+  sequence id and wakes that thread; the waiting thread decodes it. A reply nobody waits for
+  (its call timed out) is dropped.
+- **Writes** from many threads are combined: a caller queues its request and, if no other
+  thread is writing, encodes every queued request into the connection's output buffer and sends
+  them with one `sendmsg` (netpoll's ShardQueue idea; under the GIL one queue suffices). A
+  caller that finds another thread writing leaves its request to that thread, which re-checks
+  the queue after it lets go of the write lock, so no request is stranded.
+- **Timeouts** fail only the call: the connection stays in use and the late reply is dropped.
+- **A connection that dies** fails every call waiting on it at once: calls whose request was
+  never written with NotSentError (any method may be retried), the others with
+  MaybeSentError. The next call on its slot dials a replacement.
+- **`crrst`** (the server is shutting down) retires the connection: it gets no new calls and
+  closes once its last call is answered.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from _thread import allocate_lock
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from ..protocol.frame import (
+    CONNECTION_RESET_KEY,
+    FLAG_OUT_OF_ORDER,
+    FrameReader,
+    ProtocolError,
+    RequestTemplate,
+    parse_info,
+)
+from ..protocol.status import DeadlineExceededError, InternalError
+from ..transport.connection import Connection, run_inline
+from ..transport.errors import TransportError, WriteTimeoutError
+from .longconn import dial_within, reply_of
+from .outcome import MaybeSentError, NotSentError, Reply, timeout_ms_until
+
+__all__ = ["MuxConnection", "MuxTransport"]
+
+log = logging.getLogger("rpcpoll.client")
+
+_MAX_SEQ = 0x7FFFFFFF  # Kitex's seq ids are i32; 0 is reserved for control frames
+
+
+class _Call:
+    """One call waiting on a MuxConnection: what to write, then what came back."""
+
+    __slots__ = (
+        "done",
+        "error",
+        "info",
+        "metadata",
+        "payload",
+        "reply",
+        "seq_id",
+        "template",
+        "timeout_ms",
+        "written",
+    )
+
+    def __init__(
+        self,
+        seq_id: int,
+        template: RequestTemplate,
+        payload: bytes,
+        timeout_ms: int | None,
+        metadata: Mapping[str, str] | None,
+    ) -> None:
+        # A lock taken now and released by whoever finishes the call: the cheapest one-shot
+        # wake-up CPython has (an Event is a Condition around such a lock).
+        self.done = allocate_lock()
+        self.done.acquire()
+        self.seq_id = seq_id
+        self.template = template
+        self.payload = payload
+        self.timeout_ms = timeout_ms
+        self.metadata = metadata
+        self.written = False
+        self.info = b""
+        self.reply: memoryview | None = None
+        self.error: Exception | None = None
+
+
+class MuxConnection:
+    """One multiplexed connection: any number of threads may call at once."""
+
+    def __init__(self, conn: Connection, frames: FrameReader, describe: str) -> None:
+        self._conn = conn
+        self._frames = frames
+        self._describe = describe
+        self._pending: dict[int, _Call] = {}
+        self._queue: deque[_Call] = deque()
+        self._write_lock = threading.Lock()
+        self._seq = itertools.count(1)
+        self.retired = False  # no new calls: crrst seen, or its pool let go of it
+        self.dead = False
+        conn.add_close_callback(self._on_close)
+        conn.set_on_request(self._on_request)
+
+    @property
+    def usable(self) -> bool:
+        """Whether new calls may use this connection."""
+        return not (self.dead or self.retired)
+
+    @property
+    def pending(self) -> int:
+        """Calls waiting for their reply."""
+        return len(self._pending)
+
+    def retire(self) -> None:
+        """Take no new calls; close once the calls in progress are answered."""
+        self.retired = True
+        if not self._pending:
+            self._conn.close()
+
+    def close(self) -> None:
+        """Close now: calls in progress fail (NotSentError or MaybeSentError)."""
+        self.retired = True
+        self._conn.close()
+
+    def call(
+        self,
+        template: RequestTemplate,
+        payload: bytes,
+        deadline: float | None,
+        metadata: Mapping[str, str] | None,
+    ) -> Reply:
+        """One attempt: raises NotSentError, MaybeSentError, DeadlineExceededError or
+        InternalError."""
+        timeout_ms = timeout_ms_until(deadline)
+        pending = self._pending
+        seq_id = next(self._seq) & _MAX_SEQ
+        while not seq_id or seq_id in pending:  # after a wrap-around: skip ids still waiting
+            seq_id = next(self._seq) & _MAX_SEQ
+        call = _Call(seq_id, template, payload, timeout_ms, metadata)
+        pending[seq_id] = call
+        if self.dead:  # closed before our call was registered: nobody will fail it for us
+            if pending.pop(seq_id, None) is call:
+                raise NotSentError(f"connection to {self._describe} is closed")
+        else:
+            self._queue.append(call)
+            self._write_queued(deadline)
+        done = call.done
+        if deadline is None:
+            done.acquire()
+        elif not done.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            if pending.pop(seq_id, None) is call:  # from now on its reply is dropped
+                raise DeadlineExceededError(message=f"deadline exceeded calling {template.method}")
+            done.acquire()  # its reply or failure is being delivered right now
+        if call.error is not None:
+            raise call.error
+        assert call.reply is not None
+        try:
+            reply = reply_of(call.info, call.reply)
+        except ProtocolError as exc:
+            raise InternalError(message=f"protocol error from {self._describe}: {exc}") from exc
+        if CONNECTION_RESET_KEY in reply[3]:
+            self.retired = True
+        if self.retired and not pending:
+            self._conn.close()
+        return reply
+
+    # ------------------------------------------------------------------ writing
+
+    def _write_queued(self, deadline: float | None) -> None:
+        queue = self._queue
+        pending = self._pending
+        conn = self._conn
+        while queue:
+            if not self._write_lock.acquire(blocking=False):
+                return  # the writer re-checks the queue after letting go: it sends ours too
+            try:
+                writer = conn.writer()
+                while queue:
+                    call = queue.popleft()
+                    if pending.get(call.seq_id) is not call:
+                        continue  # timed out or failed while queued: never sent
+                    call.written = True
+                    call.template.write(
+                        writer,
+                        call.seq_id,
+                        call.payload,
+                        call.timeout_ms,
+                        call.metadata,
+                        FLAG_OUT_OF_ORDER,
+                    )
+                conn.set_write_deadline(deadline)
+                conn.flush()
+            except WriteTimeoutError:
+                pass  # the rest stays queued in the connection and drains; our call times out
+            except TransportError as exc:
+                log.debug("mux connection to %s failed: %s", self._describe, exc)
+                conn.close()  # its close callback fails every pending call
+            finally:
+                self._write_lock.release()
+
+    # ------------------------------------------------------------------ reading (poller)
+
+    def _on_request(self, _context: Any, conn: Connection) -> None:
+        reader = conn.reader()
+        read = self._frames.read_raw
+        pending = self._pending
+        try:
+            while True:
+                raw = read(reader)
+                if raw is None:
+                    break
+                call = pending.pop(raw[0], None)
+                if call is None:
+                    if raw[0] == 0:  # a control frame (Kitex sends crrst this way)
+                        self._on_control(raw[2])
+                    continue  # a late reply to a call that timed out: dropped
+                call.info = raw[2]
+                call.reply = raw[3]  # stays valid after release (see LinkBuffer.release)
+                call.done.release()
+            reader.release()
+        except ProtocolError as exc:
+            log.warning("closing mux connection to %s: %s", self._describe, exc)
+            conn.close()
+
+    def _on_control(self, info: bytes) -> None:
+        try:
+            if CONNECTION_RESET_KEY in parse_info(info)[6]:
+                self.retire()
+        except ProtocolError as exc:
+            log.warning("bad control frame from %s: %s", self._describe, exc)
+
+    def _on_close(self, _conn: Connection) -> None:
+        self.dead = True
+        self._queue.clear()
+        pending = self._pending
+        for seq_id in list(pending):
+            call = pending.pop(seq_id, None)
+            if call is None:
+                continue
+            if call.written:
+                call.error = MaybeSentError(f"connection to {self._describe} closed")
+            else:
+                call.error = NotSentError(f"connection to {self._describe} closed before sending")
+            call.done.release()
+
+
+class MuxTransport:
+    """Calls to one address over a ring of `size` multiplexed connections."""
+
+    def __init__(
+        self,
+        network: str,
+        address: str | tuple[str, int],
+        *,
+        size: int,
+        frames: FrameReader,
+        connect_timeout: float | None,
+        describe: str,
+    ) -> None:
+        if size < 1:
+            raise ValueError("mux needs at least one connection")
+        self._network = network
+        self._address = address
+        self._frames = frames
+        self._connect_timeout = connect_timeout
+        self._describe = describe
+        self._slots: list[MuxConnection | None] = [None] * size
+        self._slot_locks = [threading.Lock() for _ in range(size)]
+        self._next = itertools.count()
+        self._size = size
+        self._closed = False
+
+    @property
+    def connections(self) -> list[MuxConnection]:
+        """The live connections of the ring."""
+        return [mux for mux in self._slots if mux is not None and mux.usable]
+
+    def call(
+        self,
+        template: RequestTemplate,
+        payload: bytes,
+        deadline: float | None,
+        metadata: Mapping[str, str] | None,
+    ) -> Reply:
+        """One attempt on the next connection of the ring (dialed if needed)."""
+        index = next(self._next) % self._size
+        mux = self._slots[index]
+        if mux is None or not mux.usable:
+            mux = self._replace(index, deadline)
+        return mux.call(template, payload, deadline, metadata)
+
+    def warm_up(self, count: int, deadline: float | None = None) -> int:
+        """Dial the ring's connections (all of them: `count` is ignored beyond 0); returns
+        how many are connected."""
+        if count > 0:
+            for index in range(self._size):
+                mux = self._slots[index]
+                if mux is None or not mux.usable:
+                    self._replace(index, deadline)
+        return len(self.connections)
+
+    def close(self) -> None:
+        """No new calls; each connection closes once its calls in progress are answered."""
+        self._closed = True
+        for index, mux in enumerate(self._slots):
+            self._slots[index] = None
+            if mux is not None:
+                mux.retire()
+
+    def _replace(self, index: int, deadline: float | None) -> MuxConnection:
+        # One dial per slot at a time (Kitex singleflights its dials too): the threads that
+        # wait here use the connection the first one made.
+        lock = self._slot_locks[index]
+        timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not lock.acquire(timeout=timeout):
+            raise DeadlineExceededError(message="deadline exceeded waiting for a connection")
+        try:
+            old = self._slots[index]
+            if old is not None and old.usable:
+                return old
+            if self._closed:
+                raise NotSentError("the client is closed")
+            conn = dial_within(
+                self._network,
+                self._address,
+                self._connect_timeout,
+                deadline,
+                direct=False,
+                runner=run_inline,
+            )
+            mux = self._slots[index] = MuxConnection(conn, self._frames, self._describe)
+        finally:
+            lock.release()
+        if old is not None:
+            old.retire()
+        return mux
