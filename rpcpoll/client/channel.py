@@ -13,8 +13,10 @@ A channel calls one service, on one or many instances:
   connection failures count, not errors a handler returns, nor timeouts.
 - **Connections.** Per instance, a Kitex-style pool of long connections, one call per
   connection at a time (the default), or with `mux=N` a ring of N multiplexed connections
-  shared by every thread (see `rpcpoll.client.mux`). `warmup=N` dials N connections per
-  instance ahead of the first call (for mux: the whole ring).
+  shared by every thread (see `rpcpoll.client.mux`); `mux=True` means
+  `DEFAULT_MUX_CONNECTIONS` (8: more connections than a server usually has worker processes,
+  since the kernel spreads connections, not calls, over `--workers`; docs/workers.md).
+  `warmup=N` dials N connections per instance ahead of the first call (for mux: the ring).
 
 Timeouts. `timeout=` is the whole call's budget, retries included. It travels to the server
 as the caller's remaining time, and the wait for the reply stops at the deadline: the call then
@@ -48,7 +50,9 @@ from .mux import MuxTransport
 from .outcome import MaybeSentError, NotSentError, Reply
 from .pool import PoolOptions
 
-__all__ = ["NO_RETRY", "ClientChannel", "RetryPolicy", "open_channel"]
+__all__ = ["DEFAULT_MUX_CONNECTIONS", "NO_RETRY", "ClientChannel", "RetryPolicy", "open_channel"]
+
+DEFAULT_MUX_CONNECTIONS = 8
 
 log = logging.getLogger("rpcpoll.client")
 
@@ -110,7 +114,7 @@ class ClientChannel:
     default 1 s), `retry` (a RetryPolicy), `idempotent_methods` (wire names, "Service/Method"
     or "Method", to treat as idempotent), `max_frame_size`; the pool's `max_idle_per_address`
     (10), `max_idle_global` (100), `max_idle_timeout` (60 s); `mux` (connections per instance
-    shared by all calls; 0, the default, pools one call per connection); `resolver`,
+    shared by all calls, True for 8; 0, the default, pools one call per connection); `resolver`,
     `balancer` (a Balancer or its name), `hash_key` (`f(method, request, metadata)` giving the
     consistent-hash key), `breaker` (a factory `f(instance) -> CircuitBreaker`), `warmup`
     (connections dialed per instance up front).
@@ -128,13 +132,15 @@ class ClientChannel:
         max_idle_per_address: int = 10,
         max_idle_global: int = 100,
         max_idle_timeout: float = 60.0,
-        mux: int = 0,
+        mux: int | bool = 0,
         resolver: Resolver | None = None,
         balancer: Balancer | str | None = None,
         hash_key: HashKey | None = None,
         breaker: BreakerFactory | None = None,
         warmup: int = 0,
     ) -> None:
+        if mux is True:
+            mux = DEFAULT_MUX_CONNECTIONS
         if mux < 0 or warmup < 0:
             raise ValueError("mux and warmup cannot be negative")
         self.target = target
@@ -144,7 +150,7 @@ class ClientChannel:
         self._idempotent = frozenset(idempotent_methods)
         self._frames = FrameReader(max_frame_size)
         self._pool_options = PoolOptions(max_idle_per_address, max_idle_global, max_idle_timeout)
-        self._mux = mux
+        self._mux = int(mux)
         self._warmup = warmup
         if isinstance(balancer, str):
             balancer = balancer_by_name(balancer)

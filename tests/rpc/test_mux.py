@@ -190,3 +190,11 @@ def test_mux_over_a_unix_socket(
 def test_mux_rejects_a_negative_size(rpctest: ModuleType, server: Server) -> None:
     with pytest.raises(ValueError, match="negative"):
         rpctest.TestServiceClient(server.address, mux=-1)
+
+
+def test_mux_true_uses_the_default_ring_size(rpctest: ModuleType, server: Server) -> None:
+    from rpcpoll.client.channel import DEFAULT_MUX_CONNECTIONS
+
+    with rpctest.TestServiceClient(server.address, timeout=5.0, mux=True, warmup=1) as client:
+        assert len(mux_connections(client)) == DEFAULT_MUX_CONNECTIONS
+        assert client.echo(rpctest.Req(text="ok")).text == "ok"
