@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import rpcpoll
-from rpcpoll.client import ClientChannel
+from rpcpoll.client import NO_RETRY, ClientChannel
 from rpcpoll.client.mux import MuxConnection, MuxTransport
 from rpcpoll.server import Server
 
@@ -198,3 +198,42 @@ def test_mux_true_uses_the_default_ring_size(rpctest: ModuleType, server: Server
     with rpctest.TestServiceClient(server.address, timeout=5.0, mux=True, warmup=1) as client:
         assert len(mux_connections(client)) == DEFAULT_MUX_CONNECTIONS
         assert client.echo(rpctest.Req(text="ok")).text == "ok"
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\x00\x00\x00\x10\xde\xad" + b"\x00" * 14,  # wrong magic
+        b"\x7f\xff\xff\xff\x10\x00" + b"\x00" * 14,  # a length far over the frame limit
+    ],
+    ids=["bad-magic", "oversized"],
+)
+def test_a_server_that_sends_garbage_fails_the_calls_cleanly(
+    rpctest: ModuleType, garbage: bytes
+) -> None:
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def answer_with_garbage() -> None:
+        conn, _ = listener.accept()
+        accepted.append(conn)
+        conn.recv(65536)
+        conn.sendall(garbage)
+
+    thread = threading.Thread(target=answer_with_garbage)
+    thread.start()
+    try:
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        with rpctest.TestServiceClient(address, timeout=5.0, mux=1, retry=NO_RETRY) as client:
+            started = time.monotonic()
+            with pytest.raises(rpcpoll.UnavailableError):
+                client.echo(rpctest.Req(text="x"))
+            assert time.monotonic() - started < 2.0  # failed at once, not at the deadline
+            assert mux_connections(client) == []  # the connection was closed
+    finally:
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+        listener.close()
