@@ -1,7 +1,7 @@
 """Multiplexed connections against the plain pool, in one run.
 
-One rpcpoll echo server process (pinned to CPU 0 on a 2+ CPU machine; handlers on its worker
-pool, the default, or on the poller with --on-poller) is called from one client process
+One rpcpoll echo server process (pinned to CPU 0 on a 2+ CPU machine; `--mode auto`, the
+default, or pool or poller) is called from one client process
 (pinned to CPU 1) by N threads, each making blocking calls back to back, so N calls are in
 flight:
 - "pool": the default client, one pooled connection per calling thread;
@@ -36,13 +36,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--size", type=int, default=128, help="payload bytes")
-    parser.add_argument("--on-poller", action="store_true", help="server runs calls on its poller")
+    parser.add_argument("--mode", default="auto", choices=("auto", "pool", "poller"))
     args = parser.parse_args()
     cpus = os.cpu_count() or 1
     server_cpu, client_cpu = (0, 1) if cpus >= 2 else (None, None)
     if client_cpu is not None:
         os.sched_setaffinity(0, {client_cpu})
-    kind = "rpcpoll-poller" if args.on_poller else "rpcpoll-pool"
+    kind = f"rpcpoll-{args.mode}"
     print(f"{cpus} CPUs; server ({kind}) on CPU {server_cpu}, client on CPU {client_cpu}")
     print(f"payload {args.size} B, {args.seconds:.0f} s per measurement\n")
     from rpcpoll.examples.echo_rpc import EchoRequest, EchoServiceClient

@@ -40,11 +40,11 @@ sys.path.insert(0, str(HERE))
 from bench_transport import build_loadgen, pin, start_ready, stop_server  # noqa: E402
 
 SIZES = (128, 1024)
-RPCPOLL = ("rpcpoll-pool", "rpcpoll-poller")
+RPCPOLL = ("rpcpoll-auto", "rpcpoll-pool", "rpcpoll-poller")
 GRPC = ("grpc-sync", "grpc-aio")
 ALL = (*RPCPOLL, *GRPC, "asyncio-msgpack")
 # The client benchmark calls each stack's own server: rpcpoll's in both modes, and grpc.aio.
-CLIENT_SERVERS = ("rpcpoll-pool", "rpcpoll-poller", "grpc-aio")
+CLIENT_SERVERS = ("rpcpoll-auto", "rpcpoll-pool", "rpcpoll-poller", "grpc-aio")
 ADDRESS = re.compile(r"serving \S+ \(\S+\) on (?P<address>\S+)")
 
 
@@ -90,8 +90,7 @@ def frame_files(tmp: Path, size: int) -> dict[str, tuple[Path, Path]]:
 def start_server(kind: str, pb_dir: Path, cpu: int | None) -> tuple[subprocess.Popen[str], str]:
     if kind in RPCPOLL:
         command = [sys.executable, "-m", "rpcpoll", "serve", "--address", "127.0.0.1:0"]
-        if kind == "rpcpoll-poller":
-            command.append("--on-poller")
+        command += ["--mode", kind.removeprefix("rpcpoll-")]
         proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=pin(cpu))
         assert proc.stderr is not None
         for _ in range(50):

@@ -1,7 +1,7 @@
 """`rpcpoll serve --workers 1` against `--workers 2`, in one run.
 
-Each configuration serves the bundled echo service (handlers on the worker pool, the default,
-then on the poller with --on-poller) and is driven by bench/loadgen.c, the C load generator,
+Each configuration serves the bundled echo service (`--mode auto`, the default, then
+`--mode pool`) and is driven by bench/loadgen.c, the C load generator,
 replaying a TTHeader echo frame (128 B payload) over CONNS connections x DEPTH pipelined calls.
 While the load runs, the script reads /proc to see how the kernel spread the load generator's
 connections over the workers (SO_REUSEPORT hashes each connection's 4-tuple once; nothing
@@ -41,13 +41,11 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def start(
-    workers: int, on_poller: bool, cpus: set[int] | None
+    workers: int, mode: str, cpus: set[int] | None
 ) -> tuple[subprocess.Popen[str], str, list[int]]:
     """`rpcpoll serve --workers N`; (process, address, worker pids) once it serves."""
     command = [sys.executable, "-m", "rpcpoll", "serve", "--address", "127.0.0.1:0"]
-    command += ["--workers", str(workers), "--log-level", "INFO"]
-    if on_poller:
-        command.append("--on-poller")
+    command += ["--workers", str(workers), "--log-level", "INFO", "--mode", mode]
     affinity = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=affinity)
     assert proc.stderr is not None
@@ -117,13 +115,13 @@ def connections_per_worker(pids: list[int], port: int) -> list[int]:
 
 def measure(
     workers: int,
-    on_poller: bool,
+    mode: str,
     args: argparse.Namespace,
     files: tuple[Path, Path],
     loadgen: Path,
     cpus: tuple[set[int] | None, int | None],
 ) -> dict[str, Any]:
-    proc, address, pids = start(workers, on_poller, cpus[0])
+    proc, address, pids = start(workers, mode, cpus[0])
     try:
         port = int(address.rsplit(":", 1)[1])
         command = [str(loadgen), address, str(args.conns), str(args.depth), "0", str(args.seconds)]
@@ -169,12 +167,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
         files = frame_files(Path(tmp), 128)["ttheader"]
         results = {
-            (mode, workers): measure(workers, mode == "on-poller", args, files, loadgen, cpus)
-            for mode in ("pool", "on-poller")
+            (mode, workers): measure(workers, mode, args, files, loadgen, cpus)
+            for mode in ("auto", "pool")
             for workers in (1, 2)
         }
     print(
-        f"\n  {'handlers':<10}{'workers':>8}{'QPS':>10}{'p50 us':>10}{'p99 us':>10}"
+        f"\n  {'mode':<10}{'workers':>8}{'QPS':>10}{'p50 us':>10}{'p99 us':>10}"
         f"  {'conns per worker':<18}{'CPU s per worker':<20}"
     )
     for (mode, workers), r in results.items():
@@ -185,7 +183,7 @@ def main() -> None:
             f"  {spread:<18}{cpu:<20}"
         )
     print()
-    for mode in ("pool", "on-poller"):
+    for mode in ("auto", "pool"):
         ratio = results[(mode, 2)]["qps"] / results[(mode, 1)]["qps"]
         print(f"  {mode}: QPS workers 2 / workers 1 = {ratio:.2f}")
     if len(allowed) < 3:

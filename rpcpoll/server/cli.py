@@ -23,7 +23,7 @@ import click
 from ..discovery.base import DEFAULT_WEIGHT, DiscoveryError
 from ..service import Handler
 from .registration import Registration, open_registry
-from .server import Server
+from .server import DEFAULT_MODE, MODES, Server
 from .supervisor import Supervisor, SupervisorLink, WorkerLaunch
 
 __all__ = ["ServeLifecycle", "load_handler", "serve_command"]
@@ -127,10 +127,14 @@ class ServeLifecycle:
     help="seconds in-flight calls get to finish on SIGTERM/SIGINT",
 )
 @click.option(
-    "--on-poller",
-    is_flag=True,
-    help="run calls on the poller thread (fastest; only for handlers that never block)",
+    "--mode",
+    type=click.Choice(MODES),
+    default=DEFAULT_MODE,
+    show_default=True,
+    help="where calls run: on the poller until a handler blocks (auto), on a thread pool"
+    " (pool), or always on the poller (poller: only for handlers that never block)",
 )
+@click.option("--on-poller", is_flag=True, help="the same as --mode poller")
 @click.option(
     "--registry",
     default=None,
@@ -166,6 +170,7 @@ def serve_command(
     unix_path: str | None,
     workers: int,
     exit_wait: float,
+    mode: str,
     on_poller: bool,
     registry: str | None,
     service_name: str | None,
@@ -184,6 +189,8 @@ def serve_command(
     With --registry, the address is registered once serving and deregistered first on stop.
     """
     in_worker = worker_fd is not None
+    if on_poller:
+        mode = "poller"
     # With several processes writing one log, each line says which process wrote it.
     pid = "[%(process)d]" if workers > 1 or in_worker else ""
     logging.basicConfig(
@@ -205,11 +212,11 @@ def serve_command(
         raise click.UsageError("--service-name, --tag and --registry-ttl need --registry")
     lifecycle = ServeLifecycle(service, handler, workers, registration)
     if worker_fd is not None:
-        _serve_worker(handler_class, target, worker_fd, worker_listen_fd, exit_wait, on_poller)
+        _serve_worker(handler_class, target, worker_fd, worker_listen_fd, exit_wait, mode)
     elif workers == 1:
-        _serve_one(handler_class, target, lifecycle, exit_wait, on_poller)
+        _serve_one(handler_class, target, lifecycle, exit_wait, mode)
     else:
-        command = _worker_command(handler, exit_wait, on_poller, log_level)
+        command = _worker_command(handler, exit_wait, mode, log_level)
         _supervise(target, workers, command, lifecycle, exit_wait)
 
 
@@ -244,9 +251,9 @@ def _serve_one(
     target: str,
     lifecycle: ServeLifecycle,
     exit_wait: float,
-    on_poller: bool,
+    mode: str,
 ) -> None:
-    server = Server(target, handler_class(), exit_wait=exit_wait, run_on_poller=on_poller)
+    server = Server(target, handler_class(), exit_wait=exit_wait, mode=mode)
     stop = threading.Event()
     _on_stop_signals(stop.set)
     _start(server, target)
@@ -287,7 +294,7 @@ def _supervise(
 
 
 def _worker_command(
-    handler: str, exit_wait: float, on_poller: bool, log_level: str
+    handler: str, exit_wait: float, mode: str, log_level: str
 ) -> Callable[[WorkerLaunch], list[str]]:
     """The argv of a worker: this command again, as one process, told its fds."""
 
@@ -300,8 +307,7 @@ def _worker_command(
             argv += ["--worker-listen-fd", str(launch.listen_fd)]
         else:
             argv += ["--address", launch.address]
-        if on_poller:
-            argv.append("--on-poller")
+        argv += ["--mode", mode]
         return argv
 
     return command
@@ -313,7 +319,7 @@ def _serve_worker(
     worker_fd: int,
     listen_fd: int | None,
     exit_wait: float,
-    on_poller: bool,
+    mode: str,
 ) -> None:
     """One worker under a supervisor: its own SO_REUSEPORT listener (or the inherited Unix one);
     stops on SIGTERM, or when the supervisor is gone."""
@@ -323,7 +329,7 @@ def _serve_worker(
         target,
         handler_class(),
         exit_wait=exit_wait,
-        run_on_poller=on_poller,
+        mode=mode,
         reuse_port=True,
         listener=inherited,
     )

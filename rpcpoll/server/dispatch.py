@@ -109,6 +109,11 @@ class Dispatcher:
         route, timeout_ms, metadata = entry
         self._invoke(route, seq_id, flags, payload, timeout_ms, metadata, out, extra, False)
 
+    def cached_route(self, info: bytes) -> Route | None:
+        """The route of a header `handle_raw` has seen before (None otherwise): no parsing."""
+        entry = self._by_header.get(info)
+        return None if entry is None else entry[0]
+
     def handle(
         self,
         frame: Frame,

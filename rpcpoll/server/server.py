@@ -8,11 +8,21 @@ multiplexing client) each run as their own task on the worker pool, so a slow ca
 up the others on the connection; their replies go out as they finish. Replies that finish while
 another thread is writing to the connection are queued and sent together by that thread.
 
-Handlers may block: by default every connection's work runs on the worker pool, so a blocked
-handler holds one worker thread and nothing else. (A client that mixes in-order and
-out-of-order calls on one connection may see an out-of-order reply wait for an in-order call.)
-`run_on_poller=True` runs calls on the poller thread instead: the fastest mode, for handlers
-that never block.
+Where in-order calls run (`mode`):
+
+- "auto" (the default): on the poller thread, which saves a thread hand-off per batch, until a
+  call blocks. The poller's watchdog notices a call that holds the loop for longer than
+  `poller.STALL_AFTER` (10 ms) and gives the loop to a new thread; the stalled thread finishes
+  the call and goes on as a worker for that connection, whose later calls run on the worker
+  pool. The method is remembered as blocking: its calls on other connections give the loop
+  away before they start, so a blocking method stalls the poller once, for up to ~15 ms.
+- "pool": every connection's work runs on the worker pool, so a blocked handler holds one
+  worker thread and nothing else (Kitex's model).
+- "poller" (`run_on_poller=True`): always on the poller thread, out-of-order calls included;
+  only for handlers that never block.
+
+(A client that mixes in-order and out-of-order calls on one connection may see an
+out-of-order reply wait for an in-order call.)
 """
 
 from __future__ import annotations
@@ -39,22 +49,26 @@ from ..transport.errors import TransportError
 from ..transport.eventloop import EventLoop
 from ..transport.linkbuffer import LinkBuffer
 from ..transport.net import Listener, convert_listener, create_listener
+from ..transport.poller import Poller, manager
 from ..transport.worker_pool import WorkerPool, default_pool
-from .dispatch import Dispatcher
+from .dispatch import Dispatcher, Route
 
 __all__ = ["Server"]
 
 log = logging.getLogger("rpcpoll.server")
 
 _DRAIN_METADATA = {CONNECTION_RESET_KEY: "1"}
+MODES = ("auto", "pool", "poller")
+DEFAULT_MODE = "auto"
 
 
 class _ConnState:
     """Per-connection server state (the EventLoop context of each connection)."""
 
-    __slots__ = ("count_lock", "inflight", "lock", "replies")
+    __slots__ = ("count_lock", "inflight", "lock", "pooled", "replies")
 
     def __init__(self) -> None:
+        self.pooled = False  # "auto" mode: this connection's calls have moved to the pool
         self.lock = threading.Lock()  # held by whoever writes: the batch loop, or a reply flusher
         self.replies: deque[LinkBuffer] = deque()  # out-of-order replies waiting to be sent
         self.count_lock = threading.Lock()
@@ -66,7 +80,8 @@ class Server:
 
     Options: `max_frame_size` (bytes, default 4 MiB), `exit_wait` (seconds `shutdown()` waits
     for in-flight calls by default, 5), `idle_timeout` (close connections idle this long,
-    default 600 s; None keeps them), `run_on_poller` (see the module docs), `reuse_port`
+    default 600 s; None keeps them), `mode` ("auto", "pool" or "poller": where calls run, see
+    the module docs; `run_on_poller=True` is mode "poller"), `reuse_port`
     (SO_REUSEPORT, for several processes on one port), `pool` (the WorkerPool for calls),
     `listener` (an already listening socket to serve instead of binding `address`, e.g. one
     inherited from a supervisor; the caller keeps and closes it).
@@ -83,7 +98,12 @@ class Server:
         reuse_port: bool = False,
         pool: WorkerPool | None = None,
         listener: socket.socket | None = None,
+        mode: str = DEFAULT_MODE,
     ) -> None:
+        if run_on_poller:
+            mode = "poller"
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         if listener is not None:
             network = "unix" if listener.family == socket.AF_UNIX else "tcp"
             address = format_address(network, listener.getsockname())
@@ -94,7 +114,11 @@ class Server:
         self.exit_wait = exit_wait
         self._reuse_port = reuse_port
         self._pool = pool or default_pool()
-        self._run_on_poller = run_on_poller
+        self.mode = mode
+        self._run_on_poller = mode == "poller"  # out-of-order calls run inline too
+        self._auto = mode == "auto"
+        self._blocking_routes: set[int] = set()  # ids of routes whose handler blocked
+        self._watched: list[Poller] = []
         self._draining = False
         self._listener: Listener | None = None
         self._thread: threading.Thread | None = None
@@ -103,8 +127,8 @@ class Server:
             on_prepare=self._on_prepare,
             idle_timeout=idle_timeout,
             close_idle=idle_timeout is not None,
-            run_on_poller=run_on_poller,
-            runner=None if run_on_poller else self._pool,
+            run_on_poller=mode != "pool",
+            runner=self._pool if mode == "pool" else None,
             is_busy=self._is_busy,
         )
         for handler in handlers:
@@ -142,6 +166,10 @@ class Server:
         self._thread = threading.Thread(
             target=self._loop.serve, args=(self._listener,), name="rpcpoll-server", daemon=True
         )
+        if self._auto:  # handlers run on the pollers: watch them for handlers that block
+            self._watched = manager().initialize()
+            for poller in self._watched:
+                poller.watch_stalls()
         self._thread.start()
         log.info("rpcpoll server listening on %s", self.address)
 
@@ -167,6 +195,9 @@ class Server:
         # moment to land before idle connections are closed (Kitex waits 100 ms too).
         time.sleep(min(0.1, timeout / 4))
         finished = self._loop.shutdown(max(0.0, deadline - time.monotonic()))
+        watched, self._watched = self._watched, []
+        for poller in watched:
+            poller.unwatch_stalls()
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
         return finished
@@ -192,6 +223,12 @@ class Server:
         read = self._frames.read_raw
         handle = self.dispatcher.handle_raw
         extra = _DRAIN_METADATA if self._draining else None
+        auto = self._auto and not state.pooled
+        if auto:
+            poller = conn.poller
+            cached_route = self.dispatcher.cached_route
+            blocking = self._blocking_routes
+            touch, still_polling = poller.touch, poller.in_poller_thread
         try:
             with state.lock:
                 while True:
@@ -203,6 +240,18 @@ class Server:
                         with state.count_lock:
                             state.inflight += 1
                         self._pool.submit(partial(self._serve_out_of_order, conn, state, raw))
+                    elif auto:
+                        # Mode "auto": on this poller thread unless the method is known to
+                        # block; the watchdog times each call (poller.py, "Hand-off").
+                        route = cached_route(info)
+                        if route is not None and id(route) in blocking:
+                            poller.hand_off()
+                        else:
+                            touch()
+                        handle(seq_id, flags, info, payload, writer, extra)
+                        if not still_polling():  # the loop moved on: this thread is a worker
+                            auto = False
+                            self._leave_poller(conn, state, route or cached_route(info))
                     else:
                         handle(seq_id, flags, info, payload, writer, extra)
                 reader.release()
@@ -217,6 +266,17 @@ class Server:
         except TransportError as exc:
             log.debug("connection %r went away: %s", conn, exc)
             conn.close()
+
+    def _leave_poller(self, conn: Connection, state: _ConnState, route: Route | None) -> None:
+        """Mode "auto": a call of `route` blocked the poller (the watchdog gave its loop to
+        another thread), or was known to block (it gave the loop away itself). This thread goes
+        on as a worker for this connection; its later calls run on the worker pool, and so do
+        the method's calls on every connection (each gives the loop away first)."""
+        if route is not None and id(route) not in self._blocking_routes:
+            log.info("%s blocks: its calls run on the worker pool from now on", route.where)
+            self._blocking_routes.add(id(route))
+        state.pooled = True
+        conn.set_runner(self._pool)
 
     def _serve_out_of_order(
         self, conn: Connection, state: _ConnState, raw: tuple[int, int, bytes, memoryview]

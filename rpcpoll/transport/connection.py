@@ -396,6 +396,15 @@ class Connection:
             self._last_active = time.monotonic()
             self._poller.call_soon(self._arm_idle_timer)
 
+    @property
+    def poller(self) -> Poller:
+        """The poller that drives this connection."""
+        return self._poller
+
+    def set_runner(self, runner: Runner) -> None:
+        """Run this connection's request task with `runner` from now on."""
+        self._runner = runner
+
     def set_on_request(self, on_request: OnRequest | None) -> None:
         """Call `on_request(ctx, conn)` when bytes arrive; None is ignored (as in netpoll).
 
@@ -599,10 +608,11 @@ class Connection:
                     )
                 self._receive()
 
-    def _receive(self) -> int:
+    def _receive(self, hangup: bool = True) -> int:
         """One non-blocking `recv_into` straight into the input buffer's tail block (by the
         poller, or by the reading thread of a direct connection). Returns the bytes received
-        (0 after a hang-up, which it handles, -1 if none were waiting)."""
+        (0 after a hang-up, which it handles unless `hangup` is false, -1 if none were
+        waiting). The caller holds `_receiving`."""
         inbuf = self._input
         book_size = self._book_size
         space = inbuf.book(book_size, self._max_size)
@@ -617,7 +627,7 @@ class Connection:
             del space
         if n <= 0:
             inbuf.book_ack(0)
-            if n == 0:
+            if n == 0 and hangup:
                 self._hangup()
             return n
         length = inbuf.book_ack(n)
@@ -756,14 +766,23 @@ class Connection:
     def _on_event(self, mask: int) -> None:
         if self._closing is not _Closing.OPEN:
             return  # a stale event: the fd is leaving the poller
-        if mask & (READABLE | HANGUP | ERROR):
-            self._on_readable()
-        if mask & WRITABLE and self._draining:
-            self._on_writable()
-
-    def _on_readable(self) -> None:
-        if self._closing is not _Closing.OPEN or self._receive() <= 0:
+        # After a poller hand-off (poller.py) the old loop thread may still be inside this
+        # connection's I/O: one thread at a time receives and drains; the other skips the
+        # event, which level-triggered epoll reports again.
+        if not self._receiving.acquire(blocking=False):
             return
+        try:
+            received = self._receive(hangup=False) if mask & (READABLE | HANGUP | ERROR) else -1
+            if mask & WRITABLE and self._draining:
+                self._on_writable()
+        finally:
+            self._receiving.release()
+        if received == 0:
+            self._hangup()
+        elif received > 0:
+            self._on_received()
+
+    def _on_received(self) -> None:
         wait_size = self._wait_size
         if wait_size and len(self._input) >= wait_size:
             _trigger(self._read_trigger)

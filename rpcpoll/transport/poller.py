@@ -7,6 +7,13 @@ Connections and listeners are assigned round-robin (default) or at random.
 A poller also runs callbacks posted from other threads (`call_soon`) and timers
 (`call_later`), both on its own thread between event batches. Everything that must not race
 with the poller's own use of a socket (closing it, for one) is posted this way.
+
+Hand-off (Go's sysmon, for handlers that block). With `watch_stalls=True`, a watchdog thread
+checks every `STALL_CHECK_INTERVAL` whether a handler (or callback) has held the loop for
+longer than `stall_after`; if so, a new thread takes over the loop and the stalled thread,
+once its handler returns, leaves without touching the loop again (`handoffs` counts them).
+So a handler that blocks delays the poller's other fds by about `stall_after`, not for as long
+as it blocks. `Poller.owns_thread()` tells a handler whether it still runs as the loop.
 """
 
 from __future__ import annotations
@@ -36,6 +43,14 @@ def on_poller_thread() -> bool:
 
 
 Handler = Callable[[int], None]
+
+# Seconds a handler may hold a watched loop before the loop moves on. The watchdog's checks
+# cost the loop a GIL hand-off each (about 15 % of a ping-pong's throughput at 1 kHz on the
+# benchmark machine); a method that blocks is caught once and then gives the loop away itself,
+# so a longer first stall is the cheaper trade.
+STALL_AFTER = 0.01
+STALL_CHECK_INTERVAL = 0.005
+WATCHDOG_PARK_AFTER = 20  # idle checks in a row after which the watchdog waits for work
 
 
 class TimerHandle:
@@ -74,7 +89,22 @@ class Poller:
         self.registered = 0  # fds other than the wake-up fd
         self._handlers[self._wake_r] = self._drain_wakeup
         self._backend.register(self._wake_r)
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._name = name
+        # Hand-off state: the loop thread publishes when its current handler started (0.0: in
+        # poll, not busy) and leaves as soon as it sees a newer generation (see the module docs).
+        self._loop_lock = threading.Lock()
+        self._generation = 0
+        self._busy_since = 0.0
+        self.stall_after: float | None = None
+        self.handoffs = 0
+        self._watchers = 0
+        # The watchdog parks on this lock after WATCHDOG_PARK_AFTER idle checks, so an idle
+        # server costs nothing; the loop wakes it when it runs a handler again.
+        self._watchdog_parked = False
+        self._watchdog_wake = threading.Lock()
+        self._watchdog_wake.acquire()
+        self._watchdog: threading.Thread | None = None
+        self._thread = threading.Thread(target=self._run, args=(0,), name=name, daemon=True)
         self._ident: int | None = None
         self._thread.start()
 
@@ -121,6 +151,56 @@ class Poller:
     def in_poller_thread(self) -> bool:
         return threading.get_ident() == self._ident
 
+    def watch_stalls(self, stall_after: float = STALL_AFTER) -> None:
+        """Start watching for handlers that hold the loop longer than `stall_after` seconds
+        (module docs). Counted: the watchdog runs until as many `unwatch_stalls()` calls."""
+        with self._loop_lock:
+            self.stall_after = stall_after
+            self._watchers += 1
+            if self._watchdog is not None or self._closed:
+                return
+            self._watchdog = threading.Thread(
+                target=self._watch, name=f"{self._name}-watchdog", daemon=True
+            )
+            self._watchdog.start()
+
+    def touch(self) -> None:
+        """From a handler on the loop thread: start its stall clock again (a handler that
+        serves many calls in one go touches it per call, so that only one call that takes
+        `stall_after` counts as a stall, not a long batch of quick ones)."""
+        if self._busy_since:
+            self._busy_since = time.monotonic()
+
+    def hand_off(self) -> None:
+        """From a handler on the loop thread: give the loop to a new thread now, and go on as a
+        plain thread (for work known to block). Elsewhere, does nothing."""
+        with self._loop_lock:
+            if threading.get_ident() != self._ident or self._closed:
+                return
+            self._start_new_loop_locked()
+        _thread_state.is_poller = False
+
+    def _start_new_loop_locked(self) -> None:
+        self._generation += 1
+        self._busy_since = 0.0
+        self.handoffs += 1
+        self._thread = threading.Thread(
+            target=self._run, args=(self._generation,), name=self._name, daemon=True
+        )
+        self._ident = None  # until the new thread runs: call_soon() wakes the loop
+        self._thread.start()
+
+    def unwatch_stalls(self) -> None:
+        """Undo one `watch_stalls()`; the watchdog stops after the last."""
+        with self._loop_lock:
+            self._watchers = max(0, self._watchers - 1)
+            if self._watchdog_parked:
+                self._wake_watchdog_locked()  # to notice it is no longer needed
+
+    def _wake_watchdog_locked(self) -> None:
+        self._watchdog_parked = False
+        self._watchdog_wake.release()
+
     @property
     def closed(self) -> bool:
         return self._closed
@@ -131,19 +211,33 @@ class Poller:
             return
         self._closed = True
         self._wake()
+        with self._loop_lock:
+            if self._watchdog_parked:
+                self._wake_watchdog_locked()
+        watchdog = self._watchdog
+        if watchdog is not None and watchdog is not threading.current_thread():
+            watchdog.join(timeout)  # it stops within one check interval of `closed`
         if threading.get_ident() != self._ident:
             self._thread.join(timeout)
 
     # ------------------------------------------------------------------ the loop
 
-    def _run(self) -> None:
+    def _run(self, generation: int) -> None:
         self._ident = threading.get_ident()
         _thread_state.is_poller = True
         handlers = self._handlers
         poll = self._backend.poll
         ready = self._ready
+        loop_lock = self._loop_lock
+        monotonic = time.monotonic
         try:
-            while not self._closed:
+            while True:
+                with loop_lock:
+                    if self._generation != generation:
+                        return  # handed off: another thread runs the loop now
+                    if self._closed:
+                        break
+                    self._busy_since = 0.0
                 timeout = 0.0 if ready else self._next_timeout()
                 try:
                     events = poll(timeout)
@@ -153,26 +247,69 @@ class Poller:
                     handler = handlers.get(fd)
                     if handler is None:
                         continue
+                    with loop_lock:  # never run a handler once the loop has moved on
+                        if self._generation != generation:
+                            return
+                        self._busy_since = monotonic()
+                        if self._watchdog_parked:
+                            self._wake_watchdog_locked()
                     try:
                         handler(mask)
                     except Exception:
                         log.exception("poller handler for fd %d failed", fd)
-                if self._timers:
-                    self._run_timers()
-                if ready:
-                    self._run_ready()
+                if self._timers or ready:
+                    with loop_lock:
+                        if self._generation != generation:
+                            return
+                        self._busy_since = monotonic()
+                        if self._watchdog_parked:
+                            self._wake_watchdog_locked()
+                    if self._timers:
+                        self._run_timers(generation)
+                    if ready:
+                        self._run_ready(generation)
+        except BaseException:
+            if self._generation != generation:
+                return
+            raise
         finally:
-            with self._wake_lock:
-                self._exited = True
-                os.close(self._wake_r)
-                if self._wake_w != self._wake_r:
-                    os.close(self._wake_w)
-            self._backend.close()
-            self._run_ready()  # callbacks posted while the loop was stopping
+            if self._generation == generation:
+                self._stop_loop()
 
-    def _run_ready(self) -> None:
+    def _stop_loop(self) -> None:
+        with self._wake_lock:
+            self._exited = True
+            os.close(self._wake_r)
+            if self._wake_w != self._wake_r:
+                os.close(self._wake_w)
+        self._backend.close()
+        self._run_ready()  # callbacks posted while the loop was stopping
+
+    def _watch(self) -> None:
+        """The watchdog: hand the loop to a new thread when a handler holds it too long."""
+        idle_checks = 0
+        while True:
+            time.sleep(STALL_CHECK_INTERVAL)
+            with self._loop_lock:
+                if self._closed or not self._watchers:
+                    self._watchdog = None
+                    return
+                since = self._busy_since
+                if since and time.monotonic() - since >= (self.stall_after or STALL_AFTER):
+                    self._start_new_loop_locked()
+                idle_checks = 0 if since else idle_checks + 1
+                park = idle_checks >= WATCHDOG_PARK_AFTER
+                if park:
+                    self._watchdog_parked = True
+            if park:
+                self._watchdog_wake.acquire()  # until the loop runs a handler again
+                idle_checks = 0
+
+    def _run_ready(self, generation: int | None = None) -> None:
         ready = self._ready
         while ready:
+            if generation is not None and self._generation != generation:
+                return  # handed off while a callback ran: the new loop runs the rest
             try:
                 callback = ready.popleft()
             except IndexError:  # another thread ran it
@@ -187,19 +324,28 @@ class Poller:
             return -1.0
         return max(0.0, self._timers[0][0] - time.monotonic())
 
-    def _run_timers(self) -> None:
+    def _run_timers(self, generation: int) -> None:
         now = time.monotonic()
         due = []
         with self._timer_lock:
             while self._timers and self._timers[0][0] <= now:
                 due.append(heapq.heappop(self._timers)[2])
-        for handle in due:
+        for index, handle in enumerate(due):
+            if self._generation != generation:  # handed off during a timer: the rest wait
+                self._requeue(due[index:])
+                return
             if handle.cancelled:
                 continue
             try:
                 handle.callback()
             except Exception:
                 log.exception("poller timer failed")
+
+    def _requeue(self, handles: list[TimerHandle]) -> None:
+        with self._timer_lock:
+            for handle in handles:
+                heapq.heappush(self._timers, (handle.when, next(self._timer_seq), handle))
+        self._wake()
 
     def _wake(self) -> None:
         with self._wake_lock:

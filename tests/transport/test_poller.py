@@ -327,3 +327,96 @@ def test_a_blocking_read_on_any_poller_thread_raises_would_block(
     other = clients.raw(server)  # the listener's poller still accepts and serves
     other.sendall(b"ping")
     assert recv_exactly(other, 4) == b"ping"
+
+
+# ---------------------------------------------------------------------------- hand-off
+
+
+def _socket_pair_on(poller: Poller, handler: Any) -> tuple[socket.socket, socket.socket]:
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    poller.register(b.fileno(), lambda mask: handler(b, mask))
+    return a, b
+
+
+def test_a_blocked_handler_loses_the_loop_and_other_fds_are_served(poller: Poller) -> None:
+    poller.watch_stalls(0.005)
+    release = threading.Event()
+    served = threading.Event()
+    handler_threads: list[int] = []
+
+    def blocking(sock: socket.socket, mask: int) -> None:
+        sock.recv(100)
+        handler_threads.append(threading.get_ident())
+        release.wait(IO_TIMEOUT)
+
+    def quick(sock: socket.socket, mask: int) -> None:
+        sock.recv(100)
+        served.set()
+
+    slow_a, slow_b = _socket_pair_on(poller, blocking)
+    quick_a, quick_b = _socket_pair_on(poller, quick)
+    try:
+        slow_a.send(b"block")
+        wait_until(lambda: handler_threads, message="the blocking handler runs")
+        quick_a.send(b"hello")
+        started = time.monotonic()
+        assert served.wait(IO_TIMEOUT)
+        assert time.monotonic() - started < 0.5  # not held until the blocked handler returns
+        assert poller.handoffs == 1
+        assert not poller.in_poller_thread()
+        release.set()
+        # The old thread leaves once its handler returns: one loop thread again.
+        wait_until(
+            lambda: [t.name for t in threading.enumerate()].count("test-poller") == 1,
+            message="the stalled thread leaves",
+        )
+        served.clear()
+        quick_a.send(b"again")
+        assert served.wait(IO_TIMEOUT)  # the new loop thread serves as the poller now
+    finally:
+        release.set()
+        poller.unwatch_stalls()
+        for sock in (slow_b, quick_b):
+            poller.unregister(sock.fileno())
+        for sock in (slow_a, slow_b, quick_a, quick_b):
+            sock.close()
+
+
+def test_hand_off_from_a_handler_gives_the_loop_away_at_once(poller: Poller) -> None:
+    release = threading.Event()
+    was_poller: list[bool] = []
+    served = threading.Event()
+
+    def known_to_block(sock: socket.socket, mask: int) -> None:
+        sock.recv(100)
+        poller.hand_off()
+        was_poller.append(poller.in_poller_thread())
+        release.wait(IO_TIMEOUT)
+
+    def quick(sock: socket.socket, mask: int) -> None:
+        sock.recv(100)
+        served.set()
+
+    slow_a, slow_b = _socket_pair_on(poller, known_to_block)
+    quick_a, quick_b = _socket_pair_on(poller, quick)
+    try:
+        slow_a.send(b"block")
+        wait_until(lambda: was_poller, message="the handler hands off")
+        quick_a.send(b"hello")
+        assert served.wait(IO_TIMEOUT)
+        assert was_poller == [False] and poller.handoffs == 1
+    finally:
+        release.set()
+        for sock in (slow_b, quick_b):
+            poller.unregister(sock.fileno())
+        for sock in (slow_a, slow_b, quick_a, quick_b):
+            sock.close()
+
+
+def test_the_watchdog_parks_when_idle_and_stops_when_unwatched(poller: Poller) -> None:
+    poller.watch_stalls()
+    wait_until(lambda: poller._watchdog_parked, message="the idle watchdog parks")
+    poller.unwatch_stalls()
+    wait_until(lambda: poller._watchdog is None, message="the watchdog stops")
+    assert poller.handoffs == 0
