@@ -12,10 +12,10 @@ Where in-order calls run (`mode`):
 
 - "auto" (the default): on the poller thread, which saves a thread hand-off per batch, until a
   call blocks. The poller's watchdog notices a call that holds the loop for longer than
-  `poller.STALL_AFTER` (10 ms) and gives the loop to a new thread; the stalled thread finishes
+  `poller.STALL_AFTER` (20 ms) and gives the loop to a new thread; the stalled thread finishes
   the call and goes on as a worker for that connection, whose later calls run on the worker
   pool. The method is remembered as blocking: its calls on other connections give the loop
-  away before they start, so a blocking method stalls the poller once, for up to ~15 ms.
+  away before they start, so a blocking method stalls the poller once, for 20 to 40 ms.
 - "pool": every connection's work runs on the worker pool, so a blocked handler holds one
   worker thread and nothing else (Kitex's model).
 - "poller" (`run_on_poller=True`): always on the poller thread, out-of-order calls included;
