@@ -79,3 +79,48 @@ def test_auto_mode_moves_a_blocking_method_off_the_poller(
 def test_an_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="mode must be one of"):
         Server("127.0.0.1:0", mode="threads")
+
+
+def test_auto_mode_stays_correct_while_the_loop_changes_hands_under_load(
+    rpctest: ModuleType, handler: Any, serve: Callable[..., Server], recorder: Recorder
+) -> None:
+    """Echo traffic on pooled connections while blocking calls on fresh connections keep
+    handing the poller's loop to new threads: every reply must match its request."""
+    server = serve(handler, mode="auto")
+    handoffs = lambda: sum(poller.handoffs for poller in manager().pollers())  # noqa: E731
+    before = handoffs()
+    stop = time.monotonic() + 2.0
+    errors: list[BaseException] = []
+
+    def echo_loop(client: Any, worker: int) -> int:
+        calls = 0
+        while time.monotonic() < stop:
+            text = f"{worker}-{calls}"
+            blob = bytes([calls % 256]) * (calls % 3000)
+            reply = client.echo(rpctest.Req(text=text, blob=blob))
+            if reply.text != text or reply.blob != blob:
+                errors.append(AssertionError(f"{text}: got {reply.text}"))
+            calls += 1
+        return calls
+
+    def sleep_loop() -> int:
+        calls = 0
+        while time.monotonic() < stop:
+            with rpctest.TestServiceClient(server.address, timeout=5) as fresh:
+                assert fresh.sleep(rpctest.Req(text="s", sleep_ms=30)).text == "s"
+            calls += 1
+        return calls
+
+    with (
+        rpctest.TestServiceClient(server.address, timeout=5) as client,
+        ThreadPoolExecutor(6) as workers,
+    ):
+        echoes = [workers.submit(echo_loop, client, worker) for worker in range(4)]
+        sleeps = [workers.submit(sleep_loop) for _ in range(2)]
+        echo_calls = sum(f.result(30) for f in echoes)
+        sleep_calls = sum(f.result(30) for f in sleeps)
+    assert errors == []
+    assert echo_calls > 100 and sleep_calls > 10
+    # A 30 ms sleep may end before a 20 ms watchdog look catches it; once one is caught, each
+    # fresh connection's Sleep gives the loop away itself.
+    assert handoffs() - before >= sleep_calls // 2
