@@ -2,7 +2,7 @@
 
 Server side: each server runs alone in its own process (pinned to CPU 0 on a 2+ CPU machine)
 under a load generator on the other CPU:
-- rpcpoll (handlers on the worker pool, the default; and on the poller thread) and the
+- rpcpoll (in each server mode: auto, the default; pool; poller) and the
   hand-written asyncio Protocol + msgpack server are driven by bench/loadgen.c, a C program
   that replays a pre-encoded request frame: 1 call in flight on 1 connection, then 128 in
   flight as 4 connections x 32 pipelined calls;
@@ -12,7 +12,7 @@ under a load generator on the other CPU:
   also measures both stacks from their own generated Python clients.
 
 Client side: the generated rpcpoll client and grpcio's generated stub, each calling its own
-server (rpcpoll's in its default worker-pool mode and with handlers on the poller; grpc.aio)
+server (rpcpoll's in each mode; grpc.aio)
 from 1 and from 8 threads of one process.
 
 Run: python bench/bench_rpc.py [--seconds S] [--quick]
