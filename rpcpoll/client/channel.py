@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..discovery.base import Instance, Resolver, Subscription
+from ..discovery.base import Instance, Resolver, Subscription, same_instances
 from ..protocol.frame import DEFAULT_MAX_FRAME_SIZE, FrameReader, MessageType, RequestTemplate
 from ..protocol.status import InternalError, RpcError, UnavailableError
 from ..service import MethodDescriptor, ServiceDescriptor
@@ -53,6 +53,7 @@ from .pool import PoolOptions
 __all__ = ["DEFAULT_MUX_CONNECTIONS", "NO_RETRY", "ClientChannel", "RetryPolicy", "open_channel"]
 
 DEFAULT_MUX_CONNECTIONS = 8
+_NETWORKS = ("tcp", "tcp4", "tcp6", "unix")
 
 log = logging.getLogger("rpcpoll.client")
 
@@ -163,6 +164,7 @@ class ClientChannel:
         self._endpoints: dict[str, _Endpoint] = {}  # by Instance.target
         self._view: tuple[Picker, dict[Instance, _Endpoint]] = (self._balancer.picker(()), {})
         self._warmers: list[threading.Thread] = []
+        self._resolved: list[Instance] = []  # the resolver's last list, bad entries included
         self._subscription: Subscription | None = None
         self._owned_resolver: Resolver | None = None
 
@@ -291,8 +293,9 @@ class ClientChannel:
 
     def _set_instances(self, instances: Sequence[Instance], *, warm_now: bool) -> None:
         with self._lock:
-            if self._closed:
-                return
+            if self._closed or same_instances(instances, self._resolved):
+                return  # e.g. a subscription's first notice repeats what resolve() gave
+            self._resolved = list(instances)
             old = self._endpoints
             endpoints: dict[str, _Endpoint] = {}
             view: dict[Instance, _Endpoint] = {}
@@ -300,7 +303,13 @@ class ClientChannel:
             for instance in instances:
                 endpoint = old.get(instance.target) or endpoints.get(instance.target)
                 if endpoint is None:
-                    endpoint = self._new_endpoint(instance)
+                    try:
+                        endpoint = self._new_endpoint(instance)
+                    except ValueError as exc:  # one bad entry must not hide the good ones
+                        log.warning(
+                            "%s: skipping instance %r: %s", self._service_name, instance, exc
+                        )
+                        continue
                     added.append(endpoint)
                 endpoint.instance = instance
                 endpoints[instance.target] = endpoint
@@ -321,6 +330,8 @@ class ClientChannel:
                 warmer.start()
 
     def _new_endpoint(self, instance: Instance) -> _Endpoint:
+        if instance.network not in _NETWORKS:
+            raise ValueError(f"unsupported network {instance.network!r}")
         network, address = parse_address(instance.target)
         describe = instance.target
         transport: _Transport

@@ -226,3 +226,19 @@ def test_mux_over_several_instances(
 def test_a_channel_without_a_resolver_rejects_a_non_address(rpctest: ModuleType) -> None:
     with pytest.raises(ValueError):
         ClientChannel("not an address")
+
+
+def test_instances_that_cannot_be_dialed_are_skipped_not_fatal(
+    rpctest: ModuleType,
+    named_servers: Callable[..., list[Server]],
+    resolver: StaticResolver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    (good,) = named_servers(1)
+    resolver.update(
+        SERVICE, [Instance("garbage"), Instance(good.address), Instance("h:1", network="udp")]
+    )
+    with rpctest.TestServiceClient(SERVICE, resolver=resolver, timeout=5) as client:
+        assert [i.address for i in client.channel.instances] == [good.address]
+        assert names(client, rpctest, 5) == {"s0": 5}
+    assert sum("skipping instance" in r.getMessage() for r in caplog.records) == 2
