@@ -22,6 +22,8 @@ from rpcpoll.discovery import EtcdRegistry, Instance
 from rpcpoll.server import Server
 from rpcpoll.service import CallContext
 
+from .conftest import wait_until
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "discovery"))
 
 from discovery_testutil import EtcdProcess, find_etcd
@@ -65,15 +67,6 @@ def named_server(rpctest: ModuleType, serve: Callable[..., Server]) -> Callable[
         return serve(Named())
 
     return start
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def test_client_discovers_servers_and_follows_changes_while_calling(

@@ -16,7 +16,7 @@ from rpcpoll.client import NO_RETRY, ClientChannel
 from rpcpoll.client.mux import MuxConnection, MuxTransport
 from rpcpoll.server import Server
 
-from .conftest import Recorder
+from .conftest import Recorder, wait_until
 
 
 @pytest.fixture
@@ -36,15 +36,6 @@ def mux_connections(client: Any) -> list[MuxConnection]:
     transport = endpoint.transport
     assert isinstance(transport, MuxTransport)
     return transport.connections
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return condition()
 
 
 def test_many_threads_share_the_mux_connections(

@@ -27,6 +27,8 @@ import pytest
 
 from rpcpoll.server.supervisor import RestartPolicy, Supervisor, WorkerLaunch
 
+from .conftest import wait_until
+
 SERVING = re.compile(r"serving (?P<service>\S+) \((?P<handler>\S+)\) on (?P<address>\S+)")
 STARTED = re.compile(r"worker (?P<slot>\d+) started \(pid (?P<pid>\d+)\)")
 READY = re.compile(r"worker (?P<slot>\d+) \(pid (?P<pid>\d+)\) ready")
@@ -60,17 +62,6 @@ class CrashAtStart(TestServiceHandler):
     def __init__(self):
         os._exit(3)
 """
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def alive(pid: int) -> bool:
