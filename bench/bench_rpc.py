@@ -12,8 +12,8 @@ under a load generator on the other CPU:
   also measures both stacks from their own generated Python clients.
 
 Client side: the generated rpcpoll client and grpcio's generated stub, each calling its own
-server (rpcpoll's in each mode; grpc.aio)
-from 1 and from 8 threads of one process.
+server (rpcpoll's in each mode; grpc.aio) from 1 and from 8 threads of this process, which is
+pinned to the load generators' CPU.
 
 Run: python bench/bench_rpc.py [--seconds S] [--quick]
 """
@@ -199,6 +199,10 @@ def main() -> None:
     sizes = (128,) if args.quick else SIZES
     ncpu = len(os.sched_getaffinity(0))
     server_cpu, load_cpu = (0, 1) if ncpu >= 2 else (None, None)
+    if load_cpu is not None:
+        # The client-side measurements run in this process: on the load generators' CPU, never
+        # on the server's (servers and load generators are pinned as they start).
+        os.sched_setaffinity(0, {load_cpu})
     loadgen = build_loadgen()
     print(
         f"{ncpu} CPUs; servers on CPU {server_cpu}, load generators on CPU {load_cpu}; "
