@@ -250,21 +250,20 @@ class ClientChannel:
         """The endpoint for the next attempt: an instance whose breaker allows a call,
         preferring those this call has not failed on."""
         picker, endpoints = self._view
-        refused: set[Instance] = set()
-        excluded: set[Instance] = failed
+        refused: set[Instance] = set()  # breakers said no
+        avoid_failed = bool(failed)
         while True:
+            excluded = failed | refused if avoid_failed else refused
             instance = picker.pick(hash_key, excluded)
             if instance is None:
-                if excluded is failed and failed:
-                    excluded = set(refused)  # every other instance failed: try them again
-                    instance = picker.pick(hash_key, excluded)
-                if instance is None:
-                    raise UnavailableError(message=self._no_instance_message(refused))
+                if avoid_failed:
+                    avoid_failed = False  # every other instance is out: try those again
+                    continue
+                raise UnavailableError(message=self._no_instance_message(refused))
             endpoint = endpoints[instance]
             if endpoint.breaker.allow():
                 return endpoint
             refused.add(instance)
-            excluded = excluded | refused
 
     def _no_instance_message(self, refused: set[Instance]) -> str:
         if refused:
@@ -304,12 +303,13 @@ class ClientChannel:
                 endpoint = old.get(instance.target) or endpoints.get(instance.target)
                 if endpoint is None:
                     try:
-                        endpoint = self._new_endpoint(instance)
+                        where = _dial_address(instance)
                     except ValueError as exc:  # one bad entry must not hide the good ones
                         log.warning(
                             "%s: skipping instance %r: %s", self._service_name, instance, exc
                         )
                         continue
+                    endpoint = self._new_endpoint(instance, *where)
                     added.append(endpoint)
                 endpoint.instance = instance
                 endpoints[instance.target] = endpoint
@@ -329,10 +329,9 @@ class ClientChannel:
                 self._warmers = [t for t in self._warmers if t.is_alive()] + [warmer]
                 warmer.start()
 
-    def _new_endpoint(self, instance: Instance) -> _Endpoint:
-        if instance.network not in _NETWORKS:
-            raise ValueError(f"unsupported network {instance.network!r}")
-        network, address = parse_address(instance.target)
+    def _new_endpoint(
+        self, instance: Instance, network: str, address: str | tuple[str, int]
+    ) -> _Endpoint:
         describe = instance.target
         transport: _Transport
         if self._mux:
@@ -393,6 +392,13 @@ class ClientChannel:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _dial_address(instance: Instance) -> tuple[str, str | tuple[str, int]]:
+    """(network, address) to dial an instance at; ValueError if it cannot be dialed."""
+    if instance.network not in _NETWORKS:
+        raise ValueError(f"unsupported network {instance.network!r}")
+    return parse_address(instance.target)
 
 
 def _discovery_of(

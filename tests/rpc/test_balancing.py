@@ -242,3 +242,27 @@ def test_instances_that_cannot_be_dialed_are_skipped_not_fatal(
         assert [i.address for i in client.channel.instances] == [good.address]
         assert names(client, rpctest, 5) == {"s0": 5}
     assert sum("skipping instance" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_a_retry_goes_back_to_a_failed_instance_when_the_others_are_broken(
+    rpctest: ModuleType, named_servers: Callable[..., list[Server]], resolver: StaticResolver
+) -> None:
+    """A (dead, breaker still closed) and B (breaker open): a call that failed on A may retry
+    A, rather than report every circuit open."""
+    (alive,) = named_servers(1)
+    dead = free_port()
+    resolver.update(SERVICE, [dead, alive.address])
+    breakers: dict[str, InstanceBreaker] = {}
+
+    def factory(instance: Instance) -> InstanceBreaker:
+        breakers[instance.target] = InstanceBreaker(failure_threshold=100, cooldown=30)
+        return breakers[instance.target]
+
+    with rpctest.TestServiceClient(
+        SERVICE, resolver=resolver, breaker=factory, balancer="round_robin", timeout=5
+    ) as client:
+        for _ in range(100):  # open the live instance's breaker by hand
+            breakers[alive.address].on_failure()
+        assert breakers[alive.address].state is BreakerState.OPEN
+        with pytest.raises(rpcpoll.UnavailableError, match="refused"):
+            client.echo(rpctest.Req())  # dead, retried on dead: the dial error, not "circuit"
