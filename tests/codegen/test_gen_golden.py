@@ -1,6 +1,8 @@
 """Golden files: the modules generated from idl/ are checked in and must not drift.
 
-Set RPCPOLL_UPDATE_GOLDEN=1 to rewrite them after an intended change, then review the diff.
+They are the bundled example modules in rpcpoll/examples/ (which `rpcpoll serve` runs by
+default), so there is one checked-in copy of each. Set RPCPOLL_UPDATE_GOLDEN=1 to rewrite them
+after an intended change, then review the diff.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from rpcpoll.codegen import generate
 
 REPO = Path(__file__).resolve().parents[2]
 IDL = REPO / "idl"
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = REPO / "rpcpoll" / "examples"
 
 
 def _generated() -> dict[str, str]:
