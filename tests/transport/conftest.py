@@ -78,6 +78,20 @@ def pair(
         yield made
 
 
+@pytest.fixture(
+    params=[*((kind, False) for kind in PAIR_KINDS), ("tcp", True), ("unix", True)],
+    ids=lambda param: f"{param[0]}-direct" if param[1] else param[0],
+)
+def any_pair(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Connection, socket.socket]]:
+    """`pair`, and also direct connections (no poller) over TCP and a Unix socket: for
+    behaviour both kinds share."""
+    kind, direct = request.param
+    with connection_pair(kind, tmp_path, direct=direct) as made:
+        yield made
+
+
 @pytest.fixture
 def threads() -> Iterator[ThreadRunner]:
     runner = ThreadRunner()

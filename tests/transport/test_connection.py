@@ -17,14 +17,17 @@ from typing import Any
 
 import pytest
 from transport_testutil import (
+    FAST,
     IO_TIMEOUT,
     PAIR_KINDS,
     ThreadRunner,
+    assert_fired_near,
     connection_pair,
     recv_exactly,
     recv_until_eof,
     set_sndbuf,
     sockopt,
+    trickle,
     wait_until,
 )
 
@@ -42,19 +45,9 @@ from rpcpoll.transport import (
 NEWLINE = ord("\n")
 MiB = 1024 * 1024
 
-# Timing checks: a timeout must fire no earlier than 5 ms before and no later than 60 ms after
-# the set value (measured with time.monotonic); a call after a passed deadline within 20 ms.
-EARLY, LATE, FAST = 0.005, 0.060, 0.020
-
 Pair = tuple[Connection, socket.socket]
 
 pytestmark = pytest.mark.timeout(30)  # a hang fails fast (the global limit is 120 s)
-
-
-def assert_fired_near(elapsed: float, expected: float) -> None:
-    assert expected - EARLY <= elapsed <= expected + LATE, (
-        f"fired after {elapsed * 1000:.1f} ms, expected {expected * 1000:.0f} ms"
-    )
 
 
 # ---------------------------------------------------------------------------- blocking reads
@@ -78,10 +71,10 @@ def test_next_blocks_until_the_rest_of_a_half_packet_arrives(threads: ThreadRunn
 
 
 def test_next_returns_exactly_the_requested_bytes_message_after_message(
-    threads: ThreadRunner, pair: Pair
+    threads: ThreadRunner, any_pair: Pair
 ):
     """TestConnectionRead: 1000 writes of 256 bytes, 1000 next(256) calls."""
-    conn, peer = pair
+    conn, peer = any_pair
     messages = [bytes([i % 256]) * 256 for i in range(1000)]
     sender = threads.start(lambda: [peer.sendall(m) for m in messages])
     for expected in messages:
@@ -98,9 +91,9 @@ def test_next_returns_exactly_the_requested_bytes_message_after_message(
     ["next", "peek", "skip", "read_binary", "read_string", "read_byte", "slice", "until"],
 )
 def test_every_reader_method_blocks_until_its_bytes_arrive(
-    threads: ThreadRunner, pair: Pair, method: str
+    threads: ThreadRunner, any_pair: Pair, method: str
 ):
-    conn, peer = pair
+    conn, peer = any_pair
     n = 1 if method == "read_byte" else 300
     data = b"".join(bytes([65 + i % 26]) for i in range(n - 1)) + b"\n"
     readers: dict[str, Any] = {
@@ -115,7 +108,7 @@ def test_every_reader_method_blocks_until_its_bytes_arrive(
     }
     if n > 1:
         peer.sendall(data[:-1])
-        wait_until(lambda: len(conn.reader()) == n - 1, message="all but the last byte")
+        assert conn.wait_readable(n - 1) == n - 1  # all but the last byte buffered
     call = threads.start(readers[method])
     assert not call.done.wait(0.03), f"{method} returned before its last byte arrived"
 
@@ -130,9 +123,9 @@ def test_every_reader_method_blocks_until_its_bytes_arrive(
 
 
 def test_read_waits_for_one_byte_and_returns_at_most_what_is_buffered(
-    threads: ThreadRunner, pair: Pair
+    threads: ThreadRunner, any_pair: Pair
 ):
-    conn, peer = pair
+    conn, peer = any_pair
     assert conn.read(0) == b""
     call = threads.start(lambda: conn.read(64))
     assert not call.done.wait(0.03), "read() returned with nothing buffered"
@@ -141,7 +134,7 @@ def test_read_waits_for_one_byte_and_returns_at_most_what_is_buffered(
     got = call.result()
     assert 1 <= len(got) <= 64
     assert got == data[: len(got)]
-    wait_until(lambda: len(conn.reader()) == len(data) - len(got), message="the rest buffered")
+    assert conn.wait_readable(len(data) - len(got)) == len(data) - len(got)  # the rest
     assert conn.read(1000) == data[len(got) :]
 
 
@@ -158,10 +151,10 @@ def test_peeked_view_survives_a_read_until_release(pair: Pair):
 
 
 def test_a_message_larger_than_the_read_size_arrives_whole_at_every_size(
-    threads: ThreadRunner, pair: Pair
+    threads: ThreadRunner, any_pair: Pair
 ):
     """TestBookSizeLargerThanMaxSize: messages of 4 MiB, 2 MiB, ... 1 byte, in order."""
-    conn, peer = pair
+    conn, peer = any_pair
     sizes = [4 * MiB >> i for i in range(23)]
     seed = os.urandom(1 << 16)
     messages = [(seed * (size // len(seed) + 1))[:size] for size in sizes]
@@ -175,9 +168,9 @@ def test_a_message_larger_than_the_read_size_arrives_whole_at_every_size(
     sender.result()
 
 
-def test_bytes_sent_before_the_peer_closes_stay_readable(threads: ThreadRunner, pair: Pair):
+def test_bytes_sent_before_the_peer_closes_stay_readable(threads: ThreadRunner, any_pair: Pair):
     """TestConnectionReadAfterClosed: a blocked next(256), then the peer writes 256 and closes."""
-    conn, peer = pair
+    conn, peer = any_pair
     data = os.urandom(256)
     call = threads.start(lambda: bytes(conn.next(256)))
     peer.sendall(data)
@@ -187,6 +180,8 @@ def test_bytes_sent_before_the_peer_closes_stay_readable(threads: ThreadRunner, 
         conn.next(1)
     assert isinstance(info.value, EOFError)
     assert isinstance(info.value, ConnectionClosedError)
+    if conn.direct:  # the reading thread saw the close itself and finished the connection
+        assert conn.closed
     assert not conn.is_active()
 
 
@@ -243,15 +238,6 @@ def test_close_wakes_a_blocked_reader(threads: ThreadRunner, pair: Pair):
 # ---------------------------------------------------------------------------- timeouts
 
 
-def _trickle(peer: socket.socket, stop: threading.Event, chunk: bytes, every: float) -> None:
-    """A slow peer: send `chunk` every `every` seconds until stopped."""
-    while not stop.wait(every):
-        try:
-            peer.sendall(chunk)
-        except OSError:
-            return
-
-
 def _slow_reader(peer: socket.socket, stop: threading.Event, size: int, every: float) -> int:
     """A slow peer: receive up to `size` bytes every `every` seconds until stopped."""
     total = 0
@@ -282,7 +268,7 @@ def test_read_timeout_fires_near_the_set_value_with_a_slow_peer(
         conn.set_read_timeout(0.05)
         assert conn.next(1024) == b"r" * 1024  # enough bytes: no timeout
 
-        threads.start(lambda: _trickle(peer, stop, b"s" * 100, 0.005), name="trickle")
+        threads.start(lambda: trickle(peer, stop, b"s" * 100, 0.005), name="trickle")
         try:
             if how == "timeout":
                 conn.set_read_timeout(0.05)
@@ -311,8 +297,10 @@ def test_read_timeout_fires_near_the_set_value_with_a_slow_peer(
         assert len(conn.next(have + 10)) == have + 10
 
 
-def test_a_read_deadline_in_the_past_fails_at_once_and_clearing_it_restores_reads(pair: Pair):
-    conn, peer = pair
+def test_a_read_deadline_in_the_past_fails_at_once_and_clearing_it_restores_reads(
+    any_pair: Pair,
+):
+    conn, peer = any_pair
     conn.set_read_deadline(time.monotonic())
     started = time.monotonic()
     with pytest.raises(ReadTimeoutError):

@@ -23,13 +23,16 @@ from typing import Any
 
 import pytest
 from transport_testutil import (
+    FAST,
     IO_TIMEOUT,
     Server,
     ThreadRunner,
+    assert_fired_near,
     connection_pair,
     recv_exactly,
     recv_until_eof,
     set_sndbuf,
+    trickle,
     wait_until,
 )
 
@@ -47,10 +50,6 @@ from rpcpoll.transport import (
 NEWLINE = ord("\n")
 MiB = 1024 * 1024
 
-# Timing checks, as in test_connection.py: a timeout fires no earlier than 5 ms before and no
-# later than 60 ms after the set value; a call after a passed deadline fails within 20 ms.
-EARLY, LATE, FAST = 0.005, 0.060, 0.020
-
 Pair = tuple[Connection, socket.socket]
 
 pytestmark = pytest.mark.timeout(30)  # a hang fails fast (the global limit is 120 s)
@@ -66,12 +65,6 @@ def direct_pair(kind: str, tmp_path: Path) -> Iterator[Pair]:
     """(direct Connection, peer socket) over loopback TCP or a Unix socket."""
     with connection_pair(kind, tmp_path, direct=True) as made:
         yield made
-
-
-def assert_fired_near(elapsed: float, expected: float) -> None:
-    assert expected - EARLY <= elapsed <= expected + LATE, (
-        f"fired after {elapsed * 1000:.1f} ms, expected {expected * 1000:.0f} ms"
-    )
 
 
 def registered() -> int:
@@ -188,86 +181,6 @@ def test_next_blocks_until_the_rest_of_a_half_packet_arrives_and_receives_on_its
     assert {ident for ident, _ in receives} == {call.thread.ident}, "received on another thread"
 
 
-def test_next_returns_exactly_the_requested_bytes_message_after_message(
-    threads: ThreadRunner, direct_pair: Pair
-):
-    """TestConnectionRead, direct: 1000 writes of 256 bytes, 1000 next(256) calls."""
-    conn, peer = direct_pair
-    messages = [bytes([i % 256]) * 256 for i in range(1000)]
-    sender = threads.start(lambda: [peer.sendall(m) for m in messages])
-    for expected in messages:
-        got = conn.next(256)
-        assert got == expected
-        conn.release()
-    sender.result()
-    assert len(conn.reader()) == 0
-
-
-def test_a_message_larger_than_the_read_size_arrives_whole_at_every_size(
-    threads: ThreadRunner, direct_pair: Pair
-):
-    """TestBookSizeLargerThanMaxSize, direct: messages of 4 MiB, 2 MiB, ... 1 byte."""
-    conn, peer = direct_pair
-    sizes = [4 * MiB >> i for i in range(23)]
-    seed = os.urandom(1 << 16)
-    messages = [(seed * (size // len(seed) + 1))[:size] for size in sizes]
-    sender = threads.start(lambda: [peer.sendall(m) for m in messages])
-    for message in messages:
-        got = conn.next(len(message))
-        assert got == message
-        del got
-        conn.release()
-    sender.result()
-
-
-@pytest.mark.parametrize(
-    "method",
-    ["next", "peek", "skip", "read_binary", "read_string", "read_byte", "slice", "until"],
-)
-def test_every_reader_method_blocks_until_its_bytes_arrive(
-    threads: ThreadRunner, direct_pair: Pair, method: str
-):
-    conn, peer = direct_pair
-    n = 1 if method == "read_byte" else 300
-    data = b"".join(bytes([65 + i % 26]) for i in range(n - 1)) + b"\n"
-    readers: dict[str, Any] = {
-        "next": lambda: bytes(conn.next(n)),
-        "peek": lambda: bytes(conn.peek(n)),
-        "skip": lambda: conn.skip(n),
-        "read_binary": lambda: conn.read_binary(n),
-        "read_string": lambda: conn.read_string(n).encode(),
-        "read_byte": lambda: bytes([conn.read_byte()]),
-        "slice": lambda: bytes(conn.slice(n)),
-        "until": lambda: bytes(conn.until(NEWLINE)),
-    }
-    peer.sendall(data[:-1])
-    call = threads.start(readers[method])
-    assert not call.done.wait(0.03), f"{method} returned before its last byte arrived"
-
-    peer.sendall(data[-1:])
-    result = call.result()
-    if method == "skip":
-        assert result is None
-    else:
-        assert result == data
-    assert len(conn.reader()) == (n if method == "peek" else 0)
-
-
-def test_read_waits_for_one_byte_and_returns_at_most_what_is_buffered(
-    threads: ThreadRunner, direct_pair: Pair
-):
-    conn, peer = direct_pair
-    assert conn.read(0) == b""
-    call = threads.start(lambda: conn.read(64))
-    assert not call.done.wait(0.03), "read() returned with nothing buffered"
-    data = bytes(range(100))
-    peer.sendall(data)
-    got = call.result()
-    assert 1 <= len(got) <= 64
-    assert got == data[: len(got)]
-    assert conn.read_binary(len(data) - len(got)) == data[len(got) :]
-
-
 def test_wait_readable_waits_and_returns_the_buffered_count_without_consuming(
     threads: ThreadRunner, direct_pair: Pair
 ):
@@ -297,20 +210,6 @@ def test_wait_readable_waits_and_returns_the_buffered_count_without_consuming(
 
 
 # ---------------------------------------------------------------------------- peer close
-
-
-def test_bytes_sent_before_the_peer_closes_stay_readable(threads: ThreadRunner, direct_pair: Pair):
-    """TestConnectionReadAfterClosed, direct: a blocked next(256), then 256 bytes and a close."""
-    conn, peer = direct_pair
-    data = os.urandom(256)
-    call = threads.start(lambda: bytes(conn.next(256)))
-    peer.sendall(data)
-    peer.close()
-    assert call.result() == data
-    with pytest.raises(ConnectionEOFError):
-        conn.next(1)
-    assert conn.closed
-    assert not conn.is_active()
 
 
 def test_bytes_and_a_close_that_arrived_before_any_read_are_read_then_eof(direct_pair: Pair):
@@ -419,15 +318,6 @@ def test_a_peer_reset_during_a_direct_read_with_debug_logging_is_eof(
 # ---------------------------------------------------------------------------- timeouts
 
 
-def _trickle(peer: socket.socket, stop: threading.Event, chunk: bytes, every: float) -> None:
-    """A slow peer: send `chunk` every `every` seconds until stopped."""
-    while not stop.wait(every):
-        try:
-            peer.sendall(chunk)
-        except OSError:
-            return
-
-
 @pytest.mark.parametrize("how", ["timeout", "deadline"])
 def test_read_timeout_fires_near_the_set_value_and_the_connection_stays_usable(
     threads: ThreadRunner, direct_pair: Pair, how: str
@@ -440,7 +330,7 @@ def test_read_timeout_fires_near_the_set_value_and_the_connection_stays_usable(
     conn.set_read_timeout(0.05)
     assert conn.next(1024) == b"r" * 1024  # enough bytes: no timeout
 
-    threads.start(lambda: _trickle(peer, stop, b"s" * 100, 0.005), name="trickle")
+    threads.start(lambda: trickle(peer, stop, b"s" * 100, 0.005), name="trickle")
     try:
         if how == "timeout":
             conn.set_read_timeout(0.05)
@@ -470,20 +360,6 @@ def test_read_timeout_fires_near_the_set_value_and_the_connection_stays_usable(
     got = conn.next(have + 10)  # what is still in the kernel, then the new bytes
     assert len(got) == have + 10
     assert bytes(got).endswith(b"t" * 10)
-
-
-def test_a_read_deadline_in_the_past_fails_at_once_and_clearing_it_restores_reads(
-    direct_pair: Pair,
-):
-    conn, peer = direct_pair
-    conn.set_read_deadline(time.monotonic())
-    started = time.monotonic()
-    with pytest.raises(ReadTimeoutError):
-        conn.next(1)
-    assert time.monotonic() - started < FAST
-    conn.set_deadline(None)
-    peer.sendall(b"ok")
-    assert conn.next(2) == b"ok"
 
 
 # ---------------------------------------------------------------------------- flush

@@ -240,3 +240,23 @@ class Call:
         if not self.done.wait(timeout):
             raise AssertionError(f"{self.thread.name} did not finish within {timeout} s")
         return self._error
+
+
+# Timing checks: a timeout must fire no earlier than 5 ms before and no later than 60 ms after
+# the set value (measured with time.monotonic); a call after a passed deadline within 20 ms.
+EARLY, LATE, FAST = 0.005, 0.060, 0.020
+
+
+def assert_fired_near(elapsed: float, expected: float) -> None:
+    assert expected - EARLY <= elapsed <= expected + LATE, (
+        f"fired after {elapsed * 1000:.1f} ms, expected {expected * 1000:.0f} ms"
+    )
+
+
+def trickle(peer: socket.socket, stop: threading.Event, chunk: bytes, every: float) -> None:
+    """A slow peer: send `chunk` every `every` seconds until stopped."""
+    while not stop.wait(every):
+        try:
+            peer.sendall(chunk)
+        except OSError:
+            return
