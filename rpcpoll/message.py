@@ -354,23 +354,32 @@ def _shortest_float32(value: float) -> float:
     return float(single)
 
 
-class _BoolKind(Kind):
+class _ExactKind(Kind):
+    """A kind whose Python and wire values are both exactly `exact` (bool, str, bytes)."""
+
     __slots__ = ()
+    exact: t.ClassVar[type]
+
+    def fast(self, items: Iterable[t.Any]) -> bool:
+        exact = self.exact
+        for item in items:  # noqa: SIM110 - a loop beats all() over a generator
+            if item.__class__ is not exact:
+                return False
+        return True
+
+    def decode(self, value: t.Any, where: str) -> t.Any:
+        if value.__class__ is not self.exact:
+            raise DecodeError(f"{where}: expected {self.exact.__name__}, got {_describe(value)}")
+        return value
+
+
+class _BoolKind(_ExactKind):
+    __slots__ = ()
+    exact = bool
 
     def encode(self, value: t.Any, where: str) -> bool:
         if value.__class__ is not bool:
             raise TypeError(f"{where}: expected bool, got {_describe(value)}")
-        return value
-
-    def fast(self, items: Iterable[t.Any]) -> bool:
-        for item in items:  # noqa: SIM110 - a loop beats all() over a generator
-            if item.__class__ is not bool:
-                return False
-        return True
-
-    def decode(self, value: t.Any, where: str) -> bool:
-        if value.__class__ is not bool:
-            raise DecodeError(f"{where}: expected bool, got {_describe(value)}")
         return value
 
     def from_json(self, value: t.Any, where: str) -> bool:
@@ -390,24 +399,14 @@ class _BoolKind(Kind):
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class _StringKind(Kind):
+class _StringKind(_ExactKind):
     __slots__ = ()
+    exact = str
 
     def encode(self, value: t.Any, where: str) -> str:
         if not isinstance(value, str):
             raise TypeError(f"{where}: expected str, got {_describe(value)}")
         return str(value)
-
-    def fast(self, items: Iterable[t.Any]) -> bool:
-        for item in items:  # noqa: SIM110 - a loop beats all() over a generator
-            if item.__class__ is not str:
-                return False
-        return True
-
-    def decode(self, value: t.Any, where: str) -> str:
-        if value.__class__ is not str:
-            raise DecodeError(f"{where}: expected str, got {_describe(value)}")
-        return value
 
     def from_json(self, value: t.Any, where: str) -> str:
         if not isinstance(value, str):
@@ -420,24 +419,14 @@ class _StringKind(Kind):
         return self.from_json(key, where)
 
 
-class _BytesKind(Kind):
+class _BytesKind(_ExactKind):
     __slots__ = ()
+    exact = bytes
 
     def encode(self, value: t.Any, where: str) -> bytes:
         if isinstance(value, (bytes, bytearray, memoryview)):
             return bytes(value)
         raise TypeError(f"{where}: expected bytes, got {_describe(value)}")
-
-    def fast(self, items: Iterable[t.Any]) -> bool:
-        for item in items:  # noqa: SIM110 - a loop beats all() over a generator
-            if item.__class__ is not bytes:
-                return False
-        return True
-
-    def decode(self, value: t.Any, where: str) -> bytes:
-        if value.__class__ is not bytes:
-            raise DecodeError(f"{where}: expected bytes, got {_describe(value)}")
-        return value
 
     def to_json(self, value: t.Any) -> str:
         return base64.b64encode(value).decode("ascii")
