@@ -143,23 +143,27 @@ class _SinglePicker:
         return instance
 
 
-class _Sequenced:
-    """The exclusion path of pickers that follow a sequence: draw on, then filter."""
+class _Redrawing:
+    """The exclusion path of drawing pickers: draw again a few times, then filter.
 
-    __slots__ = ("_instances", "_tick", "_weights")
+    Fresh draws skip the excluded instances and leave the others their order and their shares,
+    where walking on from a refused slot would hand all of its share to the next instance.
+    """
 
-    def __init__(self, instances: Sequence[Instance], weights: Sequence[int], start: int) -> None:
+    __slots__ = ("_instances", "_weights")
+
+    def __init__(self, instances: Sequence[Instance], weights: Sequence[int]) -> None:
         self._instances = tuple(instances)
         self._weights = tuple(weights)
-        self._tick = _counter(start)
 
     def _next(self) -> Instance:
         raise NotImplementedError
 
+    def _point(self, total: int) -> float:
+        """A draw in [0, total) for picking among the instances left."""
+        raise NotImplementedError
+
     def _pick_excluding(self, excluded: Container[Instance]) -> Instance | None:
-        # Fresh draws skip the excluded slots of the sequence: the others keep their order and
-        # their shares, where walking on from the refused slot would hand all of its share to
-        # whichever instance follows it.
         for _ in range(_REDRAWS):
             instance = self._next()
             if instance not in excluded:
@@ -167,7 +171,20 @@ class _Sequenced:
         kept, cumulative = _remaining(self._instances, self._weights, excluded)
         if not kept:
             return None
-        return kept[bisect_right(cumulative, self._tick() % cumulative[-1])]
+        return kept[bisect_right(cumulative, self._point(cumulative[-1]))]
+
+
+class _Sequenced(_Redrawing):
+    """Pickers that follow a sequence, numbered by a shared counter."""
+
+    __slots__ = ("_tick",)
+
+    def __init__(self, instances: Sequence[Instance], weights: Sequence[int], start: int) -> None:
+        super().__init__(instances, weights)
+        self._tick = _counter(start)
+
+    def _point(self, total: int) -> float:
+        return self._tick() % total
 
 
 class _RoundRobinPicker(_Sequenced):
@@ -281,16 +298,15 @@ class _SmoothStepPicker(_Sequenced):
         return instance
 
 
-class _RandomPicker:
+class _RandomPicker(_Redrawing):
     """Uniform or weighted sampling; exclusions are rejected and redrawn, then filtered."""
 
-    __slots__ = ("_cumulative", "_instances", "_n", "_random", "_total", "_weights")
+    __slots__ = ("_cumulative", "_n", "_random", "_total")
 
     def __init__(
         self, instances: Sequence[Instance], weights: Sequence[int], rand: Callable[[], float]
     ) -> None:
-        self._instances = tuple(instances)
-        self._weights = tuple(weights)
+        super().__init__(instances, weights)
         self._n = len(instances)
         # Floats: the draw is a float, and float-to-float comparisons are faster than mixed
         # ones (exact, as the sums stay far below 2**53).
@@ -311,15 +327,8 @@ class _RandomPicker:
             return self._pick_excluding(excluded)
         return instance
 
-    def _pick_excluding(self, excluded: Container[Instance]) -> Instance | None:
-        for _ in range(_REDRAWS):
-            instance = self._next()
-            if instance not in excluded:
-                return instance
-        kept, cumulative = _remaining(self._instances, self._weights, excluded)
-        if not kept:
-            return None
-        return kept[bisect_right(cumulative, self._random() * cumulative[-1])]
+    def _point(self, total: int) -> float:
+        return self._random() * total
 
 
 class _UniformPicker(_RandomPicker):
