@@ -161,7 +161,6 @@ class ClientChannel:
         self._templates: dict[tuple[str, str], RequestTemplate] = {}
         self._closed = False
         self._lock = threading.Lock()  # guards instance-list changes
-        self._endpoints: dict[str, _Endpoint] = {}  # by Instance.target
         self._view: tuple[Picker, dict[Instance, _Endpoint]] = (self._balancer.picker(()), {})
         self._warmers: list[threading.Thread] = []
         self._resolved: list[Instance] = []  # the resolver's last list, bad entries included
@@ -295,7 +294,7 @@ class ClientChannel:
             if self._closed or same_instances(instances, self._resolved):
                 return  # e.g. a subscription's first notice repeats what resolve() gave
             self._resolved = list(instances)
-            old = self._endpoints
+            old = self._endpoints_by_target()
             endpoints: dict[str, _Endpoint] = {}
             view: dict[Instance, _Endpoint] = {}
             added = []
@@ -315,7 +314,6 @@ class ClientChannel:
                 endpoints[instance.target] = endpoint
                 view[instance] = endpoint
             removed = [endpoint for target, endpoint in old.items() if target not in endpoints]
-            self._endpoints = endpoints
             self._view = (self._balancer.picker(list(view)), view)
         for endpoint in removed:
             endpoint.transport.close()  # calls in progress on it finish
@@ -328,6 +326,11 @@ class ClientChannel:
                 )
                 self._warmers = [t for t in self._warmers if t.is_alive()] + [warmer]
                 warmer.start()
+
+    def _endpoints_by_target(self) -> dict[str, _Endpoint]:
+        """The current endpoints, one per address (instances differing only in weight or tags
+        share theirs)."""
+        return {endpoint.instance.target: endpoint for endpoint in self._view[1].values()}
 
     def _new_endpoint(
         self, instance: Instance, network: str, address: str | tuple[str, int]
@@ -368,7 +371,7 @@ class ClientChannel:
         """Pooled connections waiting for a call, over every instance (pool mode)."""
         return sum(
             endpoint.transport.idle_connections
-            for endpoint in self._endpoints.values()
+            for endpoint in self._endpoints_by_target().values()
             if isinstance(endpoint.transport, LongConnTransport)
         )
 
@@ -377,7 +380,7 @@ class ClientChannel:
         later calls fail."""
         with self._lock:
             self._closed = True
-            endpoints = list(self._endpoints.values())
+            endpoints = list(self._endpoints_by_target().values())
         if self._subscription is not None:
             self._subscription.close()
         if self._owned_resolver is not None:

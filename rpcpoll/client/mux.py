@@ -123,11 +123,6 @@ class MuxConnection:
         if not self._pending:
             self._conn.close()
 
-    def close(self) -> None:
-        """Close now: calls in progress fail (NotSentError or MaybeSentError)."""
-        self.retired = True
-        self._conn.close()
-
     def call(
         self,
         template: RequestTemplate,

@@ -32,7 +32,7 @@ def mux_client(rpctest: ModuleType, server: Server) -> Iterator[Any]:
 
 def mux_connections(client: Any) -> list[MuxConnection]:
     channel: ClientChannel = client.channel
-    (endpoint,) = channel._endpoints.values()
+    (endpoint,) = channel._endpoints_by_target().values()
     transport = endpoint.transport
     assert isinstance(transport, MuxTransport)
     return transport.connections
