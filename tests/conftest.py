@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ import pytest
 
 from rpcpoll import transport
 from rpcpoll.transport import default_pool
+
+sys.path.insert(0, os.path.dirname(__file__))  # for testutil (importlib import mode)
 
 LEAK_WAIT = 3.0  # seconds the leak check waits for fds and threads to come back
 

@@ -10,15 +10,12 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
 
-import pytest
+from testutil import wait_until
 
 from rpcpoll.discovery import EtcdGateway, Instance
-
-T = TypeVar("T")
 
 START_TIMEOUT = 10.0  # etcd answers /health in ~0.5 s fresh, ~2 s on restart (election)
 STOP_TIMEOUT = 5.0  # SIGTERM normally stops it in < 0.5 s; SIGKILL after this
@@ -36,20 +33,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_until(
-    predicate: Callable[[], T], timeout: float, message: str = "condition", interval: float = 0.02
-) -> T:
-    """Poll `predicate` until it returns something true (returned); fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for: {message}")
-        time.sleep(interval)
 
 
 class EtcdProcess:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -32,19 +31,6 @@ def rpctest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     finally:
         sys.path.remove(str(out))
         sys.modules.pop("rpctest_rpc", None)
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll `condition` every 10 ms until it returns something true (returned); fail the test
-    after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 class Recorder:

@@ -16,13 +16,12 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from testutil import wait_until
 
 import rpcpoll
 from rpcpoll.discovery import EtcdRegistry, Instance
 from rpcpoll.server import Server
 from rpcpoll.service import CallContext
-
-from .conftest import wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "discovery"))
 

@@ -10,13 +10,14 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from testutil import wait_until
 
 import rpcpoll
 from rpcpoll.client import NO_RETRY, ClientChannel
 from rpcpoll.client.mux import MuxConnection, MuxTransport
 from rpcpoll.server import Server
 
-from .conftest import Recorder, wait_until
+from .conftest import Recorder
 
 
 @pytest.fixture

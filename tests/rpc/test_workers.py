@@ -24,10 +24,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from testutil import wait_until
 
 from rpcpoll.server.supervisor import RestartPolicy, Supervisor, WorkerLaunch
-
-from .conftest import wait_until
 
 SERVING = re.compile(r"serving (?P<service>\S+) \((?P<handler>\S+)\) on (?P<address>\S+)")
 STARTED = re.compile(r"worker (?P<slot>\d+) started \(pid (?P<pid>\d+)\)")

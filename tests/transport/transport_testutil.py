@@ -11,22 +11,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
+from testutil import wait_until
 
 from rpcpoll.transport import Connection, EventLoop, Listener, dial_connection
 
 IO_TIMEOUT = 5.0  # timeout of blocking test-side socket calls; a hang fails instead of stalling
-
-
-def wait_until(
-    predicate: Callable[[], object], timeout: float = 2.0, message: str = "condition"
-) -> None:
-    """Poll `predicate` every 5 ms until it is true; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for: {message}")
-        time.sleep(0.005)
 
 
 def recv_exactly(sock: socket.socket, n: int) -> bytes:
