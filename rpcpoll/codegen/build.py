@@ -24,7 +24,7 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from google.protobuf import descriptor_pb2, text_encoding
+from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor_pb2 import (
     DescriptorProto,
     EnumDescriptorProto,
@@ -48,7 +48,7 @@ from .model import (
     ServiceModel,
     Shape,
 )
-from .typemap import SCALARS, WELL_KNOWN, Scalar
+from .typemap import FLOAT32_LIMIT, RUNTIME_MESSAGES, SCALARS, WELL_KNOWN, Scalar
 
 __all__ = ["build"]
 
@@ -66,10 +66,15 @@ class _Type:
 
     file: str
     qualname: str
+    #: the name module-level code uses while the module runs: the qualname, except for an enum
+    #: nested in a message, which is defined before the messages under this private name (so
+    #: that field defaults can name its members) and bound into its message class
+    python_name: str
     message: DescriptorProto | None = None
     enum: EnumDescriptorProto | None = None
     members: dict[str, str] = field(default_factory=dict)  # enum: proto name -> Python name
     map_entry: bool = False
+    closed: bool = False  # enum: closed (proto2, or editions' enum_type = CLOSED)
 
 
 @dataclass
@@ -86,33 +91,50 @@ class _Index:
         self.types: dict[str, _Type] = {}
         self.files = {file.name: file for file in files}
         self.top_names: dict[str, set[str]] = {}
+        self._hoisted: set[str] = set()  # of the file being indexed
         for file in files:
+            self._hoisted = set()
             prefix = f".{file.package}" if file.package else ""
             taken: set[str] = set()
             for message in file.message_type:
-                taken.add(self._add_message(file.name, prefix, "", message, taken))
+                taken.add(self._add_message(file, prefix, "", message, taken, [message]))
             for enum in file.enum_type:
-                taken.add(self._add_enum(file.name, prefix, "", enum, taken))
-            self.top_names[file.name] = taken
+                taken.add(self._add_enum(file, prefix, "", enum, taken, []))
+            # Hoisted enums are module-level names too (import aliases must avoid them).
+            self.top_names[file.name] = taken | self._hoisted
 
     def _add_message(
-        self, file: str, prefix: str, outer: str, message: DescriptorProto, taken: set[str]
+        self,
+        file: FileDescriptorProto,
+        prefix: str,
+        outer: str,
+        message: DescriptorProto,
+        taken: set[str],
+        scopes: list[DescriptorProto],
     ) -> str:
         full_name = f"{prefix}.{message.name}"
         reserved = taken | naming.MESSAGE_MEMBERS if outer else taken
         name = naming.type_name(message.name, reserved)
         qualname = f"{outer}.{name}" if outer else name
-        self.types[full_name] = _Type(file, qualname, message=message)
+        self.types[full_name] = _Type(file.name, qualname, qualname, message=message)
         self.types[full_name].map_entry = message.options.map_entry
         nested: set[str] = set()
         for child in message.nested_type:
-            nested.add(self._add_message(file, full_name, qualname, child, nested))
+            nested.add(
+                self._add_message(file, full_name, qualname, child, nested, [child, *scopes])
+            )
         for enum in message.enum_type:
-            nested.add(self._add_enum(file, full_name, qualname, enum, nested))
+            nested.add(self._add_enum(file, full_name, qualname, enum, nested, scopes))
         return name
 
     def _add_enum(
-        self, file: str, prefix: str, outer: str, enum: EnumDescriptorProto, taken: set[str]
+        self,
+        file: FileDescriptorProto,
+        prefix: str,
+        outer: str,
+        enum: EnumDescriptorProto,
+        taken: set[str],
+        scopes: list[DescriptorProto],
     ) -> str:
         reserved = taken | naming.MESSAGE_MEMBERS if outer else taken
         name = naming.type_name(enum.name, reserved)
@@ -120,7 +142,18 @@ class _Index:
         for value in enum.value:
             members[value.name] = naming.enum_member_name(value.name, members.values())
         qualname = f"{outer}.{name}" if outer else name
-        self.types[f"{prefix}.{enum.name}"] = _Type(file, qualname, enum=enum, members=members)
+        python_name = qualname
+        if outer:
+            python_name = naming.escape("_" + qualname.replace(".", "_"), self._hoisted)
+            self._hoisted.add(python_name)
+        self.types[f"{prefix}.{enum.name}"] = _Type(
+            file.name,
+            qualname,
+            python_name,
+            enum=enum,
+            members=members,
+            closed=_enum_closed(file, enum, scopes),
+        )
         return name
 
     def exports(self, file_name: str) -> list[str]:
@@ -132,6 +165,23 @@ class _Index:
         for index in file.public_dependency:
             names += self.exports(file.dependency[index])
         return names
+
+
+def _enum_closed(
+    file: FileDescriptorProto, enum: EnumDescriptorProto, scopes: Sequence[DescriptorProto]
+) -> bool:
+    """Whether an enum is closed: proto2's are, proto3's are not, editions' say so in their
+    features (the enum's, then its enclosing messages', then the file's; OPEN by default)."""
+    syntax = file.syntax or "proto2"
+    if syntax != "editions":
+        return syntax == "proto2"
+    features = [enum.options.features]
+    features += [scope.options.features for scope in scopes]
+    features.append(file.options.features)
+    for feature_set in features:
+        if feature_set.HasField("enum_type"):
+            return bool(feature_set.enum_type == FeatureSet.CLOSED)
+    return False
 
 
 def _full(file: FileDescriptorProto, name: str) -> str:
@@ -196,16 +246,27 @@ class _FileBuilder:
     def build(self) -> FileModel:
         file = self.file
         prefix = f".{file.package}" if file.package else ""
-        enums = [self._enum(f"{prefix}.{e.name}", (5, i)) for i, e in enumerate(file.enum_type)]
-        messages = [
-            self._message(f"{prefix}.{m.name}", (4, i)) for i, m in enumerate(file.message_type)
-        ]
+        runtime: list[tuple[str, str]] = []
+        enums, messages = [], []
+        for i, e in enumerate(file.enum_type):
+            full_name = f"{prefix}.{e.name}"
+            if full_name in RUNTIME_MESSAGES:
+                runtime.append((self.index.types[full_name].qualname, RUNTIME_MESSAGES[full_name]))
+            else:
+                enums.append(self._enum(full_name, (5, i)))
+        for i, m in enumerate(file.message_type):
+            full_name = f"{prefix}.{m.name}"
+            if full_name in RUNTIME_MESSAGES:
+                runtime.append((self.index.types[full_name].qualname, RUNTIME_MESSAGES[full_name]))
+            else:
+                messages.append(self._message(full_name, (4, i)))
         services = [self._service(i) for i in range(len(file.service))]
         for i, extension in enumerate(file.extension):
             self._warn(
                 (7, i), f"extension {extension.name} is skipped: extensions are not supported"
             )
         exports = [e.name for e in enums] + [m.name for m in messages]
+        exports += [name for name, _ in runtime]
         for service in services:
             exports += [service.descriptor, service.client, service.handler]
         reexports = self._reexports(set(exports))
@@ -223,6 +284,7 @@ class _FileBuilder:
             messages=messages,
             services=services,
             exports=sorted(set(exports), key=naming.isort_key),
+            runtime_messages=runtime,
             uses_datetime=self.uses_datetime,
             all_enums=self.all_enums,
             all_messages=self.all_messages,
@@ -256,6 +318,13 @@ class _FileBuilder:
             return entry.qualname
         return f"{self._import(entry.file)}.{entry.qualname}"
 
+    def _early_ref(self, type_name: str) -> str:
+        """`_ref` for code that runs while the module's classes are still being defined."""
+        entry = self.index.types[type_name]
+        if entry.file == self.file.name:
+            return entry.python_name
+        return self._ref(type_name)
+
     # -- enums and messages ----------------------------------------------------------------
 
     def _enum(self, full_name: str, path: tuple[int, ...]) -> EnumModel:
@@ -279,7 +348,9 @@ class _FileBuilder:
         model = EnumModel(
             name=entry.qualname.rpartition(".")[2],
             qualname=entry.qualname,
+            python_name=entry.python_name,
             full_name=full_name[1:],
+            base="_msg.ClosedEnum" if entry.closed else "_msg.Enum",
             doc="\n".join(lines),
             values=values,
             renamed={v.name: v.proto_name for v in values if v.name != v.proto_name},
@@ -363,7 +434,6 @@ class _FileBuilder:
             doc=self._message_doc(full_name[1:], path, message, fields, oneofs),
             fields=fields,
             oneofs=oneofs,
-            slots=sorted((f.name for f in fields), key=naming.isort_key),
             enums=nested_enums,
             messages=nested_messages,
         )
@@ -406,96 +476,87 @@ class _FileBuilder:
         oneof: str,
         path: tuple[int, ...],
     ) -> FieldModel:
-        where = f"{owner}.{attr}"
         doc = self._doc(path, deprecated=proto_field.options.deprecated)
         extra = []
         if attr != proto_field.name:
             extra.append(f"proto_name={naming.py_literal(proto_field.name)}")
         if proto_field.json_name and proto_field.json_name != naming.json_name(proto_field.name):
             extra.append(f"json_name={naming.py_literal(proto_field.json_name)}")
+        common = _Common(attr, proto_field, f"{owner}.{attr}", doc, extra)
 
         entry = self.index.types.get(proto_field.type_name)
         if entry is not None and entry.map_entry:
             assert entry.message is not None
             key_field, value_field = entry.message.field[0], entry.message.field[1]
-            key = SCALARS[key_field.type]
-            value = self._element(value_field)
-            common = _Common(attr, proto_field, where, doc, extra)
-            return self._container(common, value, key)
+            return self._container(common, self._element(value_field), SCALARS[key_field.type])
         element = self._element(proto_field)
         if proto_field.label == F.LABEL_REPEATED:
-            return self._container(_Common(attr, proto_field, where, doc, extra), element, None)
+            return self._container(common, element, None)
 
         presence = self._presence(message, proto_field, element, oneof)
-        shape = element.shape
-        annotation = element.annotation
-        param_annotation = annotation
-        param_default = "None"
-        init_value = attr
-        wire_default = keep_test = ""
+        me = f"self.{attr}"
         table = [f"{proto_field.number}", naming.py_literal(attr), element.kind]
+        annotation = element.annotation
         if presence == "implicit":
-            default_value, default_expr = self._default(proto_field, element)
-            wire_default = naming.py_literal(
-                default_value if element.enum_members is None else _enum_number(default_value)
+            default = self._default(proto_field, element)
+            default_expr = (
+                f"{element.early_kind}.{default}"
+                if isinstance(default, str) and element.shape == "enum"
+                else naming.py_literal(default)
             )
-            is_zero = _is_zero(default_value)
-            keep_test = "v" if is_zero else f"v != {default_expr}"
-            if default_value is True:
-                keep_test = "not v"  # v is a bool by now
-            if not is_zero:
-                extra.insert(0, f"default={default_expr}")
-            if shape == "enum":
-                param_annotation = f"{annotation} | None"
-                init_value = f"{default_expr} if {attr} is None else {attr}"
-            else:
-                param_default = default_expr
+            field_args = f"default={default_expr}"
+            good = element.good(me)
         else:
             if annotation != "_t.Any":
-                annotation = param_annotation = f"{annotation} | None"
+                annotation = f"{annotation} | None"
+            field_args = "default=None"
+            good = _none_or(me, element.good(me))
             if presence == "required":
                 extra.insert(0, "required=True")
+                field_args = ""  # a required keyword argument
+                good = element.good(me) if element.good(me) else ""
             elif oneof:
                 extra.insert(0, f"oneof={naming.py_literal(oneof)}")
             else:
                 extra.insert(0, "optional=True")
+            if proto_field.HasField("default_value") and presence == "optional":
+                shown = proto_field.default_value or '""'
+                common.doc = (f"{doc}\n" if doc else "") + f"Not set (None) means {shown}."
+        key = naming.py_literal(str(proto_field.number))
         return FieldModel(
             number=proto_field.number,
             name=attr,
             proto_name=proto_field.name,
-            where=where,
-            shape=shape,
+            where=common.where,
+            shape=element.shape,
             presence=presence,
             annotation=annotation,
-            param_annotation=param_annotation,
-            param_default=param_default,
-            init_value=init_value,
-            kind=element.kind,
-            check_kind=element.check_kind,
-            key_kind="",
-            encode_guard=element.encode_guard,
-            decode_guard=element.decode_guard,
-            item_encode_guard="",
-            item_decode_guard="",
-            key_guard="",
-            wire_default=wire_default,
-            keep_test=keep_test,
+            field_args=f"name={key}, {field_args}" if field_args else f"name={key}",
+            good=good,
+            item_bad="",
+            key_bad="",
+            nested=element.message if element.shape == "message" else "",
+            slow=element.shape == "kind",
+            post_init=element.post_init(repeated=False),
+            float32_bad=_float32_bad(me) if element.post_init(repeated=False) == "float32" else "",
             table_args=", ".join(table + extra),
             oneof=oneof,
-            doc=doc,
+            doc=common.doc,
         )
 
     def _container(self, common: _Common, element: _Element, key: Scalar | None) -> FieldModel:
         """A repeated field (`key` None) or a map field."""
         attr, proto_field = common.attr, common.proto_field
+        me = f"self.{attr}"
         if key is None:
             annotation = f"list[{element.annotation}]"
-            table_key, empty = "repeated=True", "[]"
+            table_key, factory, good = "repeated=True", "list", f"{me}.__class__ is list"
         else:
             annotation = f"dict[{key.annotation}, {element.annotation}]"
-            table_key, empty = f"key={key.kind}", "{}"
+            table_key, factory, good = f"key={key.kind}", "dict", f"{me}.__class__ is dict"
         table = [f"{proto_field.number}", naming.py_literal(attr), element.kind, table_key]
-        scalar = element.scalar
+        slow = element.shape == "kind"
+        wire_key = naming.py_literal(str(proto_field.number))
         return FieldModel(
             number=proto_field.number,
             name=attr,
@@ -504,19 +565,14 @@ class _FileBuilder:
             shape="list" if key is None else "map",
             presence="implicit",
             annotation=annotation,
-            param_annotation=f"{annotation} | None",
-            param_default="None",
-            init_value=f"{empty} if {attr} is None else {attr}",
-            kind=element.kind,
-            check_kind=element.check_kind,
-            key_kind=key.kind if key is not None else "",
-            encode_guard="",
-            decode_guard="",
-            item_encode_guard=scalar.encode_guard("x") if scalar else "",
-            item_decode_guard=scalar.decode_guard("x") if scalar else "",
-            key_guard=key.encode_guard("k") if key is not None else "",
-            wire_default="",
-            keep_test="",
+            field_args=f"name={wire_key}, default_factory={factory}",
+            good="" if slow else good,
+            item_bad="" if slow else element.bad("x"),
+            key_bad=key.bad("k") if key is not None and not slow else "",
+            nested=element.message if element.shape == "message" else "",
+            slow=slow,
+            post_init=element.post_init(repeated=True),
+            float32_bad="",
             table_args=", ".join(table + common.extra),
             oneof="",
             doc=common.doc,
@@ -528,16 +584,18 @@ class _FileBuilder:
             return _Element.of_scalar(SCALARS[proto_field.type])
         well_known = WELL_KNOWN.get(proto_field.type_name)
         if well_known is not None:
-            self.uses_datetime |= well_known.uses_datetime
             if well_known.scalar is not None:
                 return _Element.of_scalar(well_known.scalar, wrapper=True)
+            if well_known.annotation.startswith("_dt."):
+                self.uses_datetime = True
             return _Element(
                 shape=well_known.shape,  # type: ignore[arg-type]
                 kind=well_known.kind,
                 annotation=well_known.annotation,
-                check_kind="_msg.ENUM" if well_known.shape == "enum" else well_known.kind,
-                encode_guard=f"v.__class__ is not {well_known.kind}",
+                early_kind=well_known.kind,
+                message=well_known.kind if well_known.shape == "message" else "",
                 enum_members={"NULL_VALUE": "NULL_VALUE"} if well_known.shape == "enum" else None,
+                runtime_post_init=well_known.post_init,
             )
         entry = self.index.types[proto_field.type_name]
         ref = self._ref(proto_field.type_name)
@@ -546,12 +604,12 @@ class _FileBuilder:
                 shape="enum",
                 kind=ref,
                 annotation=ref,
-                check_kind="_msg.ENUM",
-                encode_guard=f"v.__class__ is not {ref}",
+                early_kind=self._early_ref(proto_field.type_name),
                 enum_members=entry.members,
                 enum=entry.enum,
+                runtime_post_init=entry.closed,
             )
-        return _Element(shape="message", kind=ref, annotation=ref, check_kind=ref)
+        return _Element(shape="message", kind=ref, annotation=ref, early_kind=ref, message=ref)
 
     def _presence(
         self,
@@ -560,16 +618,24 @@ class _FileBuilder:
         element: _Element,
         oneof: str,
     ) -> Presence:
+        """How a singular field tells "not set" from its default.
+
+        Messages, oneof members and wrappers always have explicit presence; so do proto3
+        `optional` fields, every proto2 field, and editions fields that resolve to EXPLICIT
+        (the edition 2023 default). proto2 `required` and editions LEGACY_REQUIRED fields
+        are required.
+        """
         syntax = self._syntax()
         if syntax == "editions":
             resolved = self._feature_presence(message, proto_field)
             if resolved == FeatureSet.LEGACY_REQUIRED:
                 return "required"
+            explicit = resolved == FeatureSet.EXPLICIT
         elif proto_field.label == F.LABEL_REQUIRED:
             return "required"
-        if oneof or proto_field.proto3_optional or element.shape in ("message", "kind"):
-            return "optional"
-        if element.wrapper:
+        else:
+            explicit = syntax == "proto2" or proto_field.proto3_optional
+        if explicit or oneof or element.shape in ("message", "kind") or element.wrapper:
             return "optional"
         return "implicit"
 
@@ -601,19 +667,16 @@ class _FileBuilder:
     def _syntax(self) -> str:
         return self.file.syntax or "proto2"
 
-    def _default(self, proto_field: FieldDescriptorProto, element: _Element) -> tuple[object, str]:
-        """The default of an implicit-presence field, as a value and as a Python expression."""
-        text = proto_field.default_value if proto_field.HasField("default_value") else None
+    def _default(self, proto_field: FieldDescriptorProto, element: _Element) -> object:
+        """The default of an implicit-presence field: a scalar value, or for an enum the
+        Python name of its member (the first value: implicit presence needs an open enum,
+        whose first value is 0)."""
         if element.enum_members is not None:
             if element.enum is None:  # google.protobuf.NullValue
-                return _EnumDefault("NULL_VALUE", 0), f"{element.kind}.NULL_VALUE"
-            proto_name = text if text is not None else element.enum.value[0].name
-            member = element.enum_members[proto_name]
-            number = next(v.number for v in element.enum.value if v.name == proto_name)
-            return _EnumDefault(proto_name, number), f"{element.kind}.{member}"
+                return "NULL_VALUE"
+            return element.enum_members[element.enum.value[0].name]
         assert element.scalar is not None
-        value = element.scalar.zero if text is None else _parse_default(proto_field.type, text)
-        return value, naming.py_literal(value)
+        return element.scalar.zero
 
     # -- services --------------------------------------------------------------------------
 
@@ -655,9 +718,8 @@ class _FileBuilder:
         )
 
     def _method_type(self, type_name: str) -> str:
-        well_known = WELL_KNOWN.get(type_name)
-        if well_known is not None and well_known.shape == "message":
-            return well_known.kind  # Empty and Any are runtime classes
+        if type_name in RUNTIME_MESSAGES:  # well-known messages are runtime classes
+            return RUNTIME_MESSAGES[type_name]
         return self._ref(type_name)
 
     # -- comments and warnings -------------------------------------------------------------
@@ -691,13 +753,13 @@ class _Element:
     shape: Shape
     kind: str
     annotation: str
-    check_kind: str
-    encode_guard: str = ""
-    decode_guard: str = ""
+    early_kind: str  # `kind` as code that runs while the module's classes are defined names it
+    message: str = ""  # the message class, for message elements
     scalar: Scalar | None = None
     wrapper: bool = False
     enum_members: dict[str, str] | None = None
     enum: EnumDescriptorProto | None = None
+    runtime_post_init: bool = False  # closed enums, and well-known types that need it
 
     @classmethod
     def of_scalar(cls, scalar: Scalar, *, wrapper: bool = False) -> _Element:
@@ -705,42 +767,45 @@ class _Element:
             shape="scalar",
             kind=scalar.kind,
             annotation=scalar.annotation,
-            check_kind=scalar.kind,
-            encode_guard=scalar.encode_guard(),
-            decode_guard=scalar.decode_guard(),
+            early_kind=scalar.kind,
             scalar=scalar,
             wrapper=wrapper,
         )
 
+    def good(self, var: str) -> str:
+        """The fast-path test of a value `var` of this element ("" for runtime-only ones)."""
+        if self.scalar is not None:
+            return self.scalar.good(var)
+        if self.shape in ("enum", "message"):
+            return f"{var}.__class__ is {self.kind}"
+        return ""
 
-@dataclass(frozen=True)
-class _EnumDefault:
-    name: str
-    number: int
+    def bad(self, var: str) -> str:
+        """The negation of `good`."""
+        if self.scalar is not None:
+            return self.scalar.bad(var)
+        if self.shape in ("enum", "message"):
+            return f"{var}.__class__ is not {self.kind}"
+        return ""
+
+    def post_init(self, *, repeated: bool) -> str:
+        """What the class's __post_init__ does for a field of this element (see FieldModel)."""
+        if self.runtime_post_init:
+            return "runtime"
+        if self.scalar is not None and self.scalar.single:
+            return "runtime" if repeated else "float32"
+        return ""
 
 
-def _enum_number(value: object) -> int:
-    return value.number if isinstance(value, _EnumDefault) else 0
+def _none_or(var: str, good: str) -> str:
+    """`good`, also true when `var` is None; "" stays ""."""
+    if not good:
+        return ""
+    return f"({var} is None or ({good}))" if " and " in good else f"({var} is None or {good})"
 
 
-def _is_zero(value: object) -> bool:
-    if isinstance(value, _EnumDefault):
-        return value.number == 0
-    if isinstance(value, float):
-        return value == 0.0 and str(value)[0] != "-"
-    return not value
-
-
-def _parse_default(proto_type: int, text: str) -> object:
-    if proto_type in (F.TYPE_FLOAT, F.TYPE_DOUBLE):
-        return float(text)  # "inf", "-inf" and "nan" parse too
-    if proto_type == F.TYPE_BOOL:
-        return text == "true"
-    if proto_type == F.TYPE_STRING:
-        return text
-    if proto_type == F.TYPE_BYTES:
-        return text_encoding.CUnescape(text)
-    return int(text, 0)
+def _float32_bad(var: str) -> str:
+    return f"{var}.__class__ is float and not -{FLOAT32_LIMIT} <= {var} <= {FLOAT32_LIMIT}"
 
 
 def _attribute(name: str, doc: str) -> str:

@@ -22,7 +22,7 @@ __all__ = [
     "ServiceModel",
 ]
 
-Shape = Literal["scalar", "enum", "message", "kind", "list", "map"]
+Shape = Literal["scalar", "enum", "message", "kind", "list", "map"]  # "kind": native WKT form
 Presence = Literal["implicit", "optional", "required"]
 
 
@@ -37,11 +37,20 @@ class EnumValueModel:
 @dataclass
 class EnumModel:
     name: str  # class name
-    qualname: str  # "Outer.Color": how module-level code refers to it
+    qualname: str  # "Outer.Color": how code run after the module's classes refers to it
+    #: the name it is defined under: the qualname, or for an enum nested in a message a private
+    #: module-level name ("_Outer_Color"), since it is defined before every message class so
+    #: that field defaults can name its members; the message class binds it as `Color`
+    python_name: str
     full_name: str  # "pkg.Outer.Color"
+    base: str  # "_msg.Enum" (open) or "_msg.ClosedEnum"
     doc: str
     values: list[EnumValueModel]
     renamed: dict[str, str]  # escaped Python member name -> proto name
+
+    @property
+    def hoisted(self) -> bool:
+        return self.python_name != self.qualname
 
 
 @dataclass
@@ -52,23 +61,22 @@ class FieldModel:
     where: str  # "Sample.id", used in error messages
     shape: Shape
     presence: Presence
-    annotation: str  # of the attribute
-    param_annotation: str  # of the __init__ parameter
-    param_default: str
-    init_value: str  # what __init__ stores
-    kind: str  # rpcpoll.message kind expression, message class or enum class
-    check_kind: str  # kind whose encode()/decode() is the slow path of the inline checks
-    key_kind: str  # for maps, else ""
-    encode_guard: str  # scalars and enums: true when `v` needs the slow path on encode
-    decode_guard: str  # scalars: true when `v` needs the slow path on decode
-    # Lists and maps of scalars are checked item by item in place (`x` an item, `k` a key);
-    # these are "" for other containers, which go through the helpers.
-    item_encode_guard: str
-    item_decode_guard: str
-    key_guard: str
-    wire_default: str  # implicit presence: the decoded value of an absent field
-    keep_test: str  # implicit presence: true when `v` is not the default and goes on the wire
-    table_args: str  # extra arguments of its rpcpoll.message.Field(...) entry
+    annotation: str  # msgspec decodes by it, type checkers read it
+    field_args: str  # arguments of its `_msg.field(...)`: wire key and default
+    # _check(): `good` joins the one expression that passes a message of well-typed values;
+    # containers then loop over their items, of which `item_bad` (`x` an item, `k` a key) and
+    # `key_bad` pick those the runtime must look at. "" means no such test.
+    good: str
+    item_bad: str
+    key_bad: str
+    nested: str  # the message class whose _check() the field's message(s) get, or ""
+    slow: bool  # checked by the runtime only (well-known types with a native form)
+    # __post_init__: "float32" for an inline range check of a float field (`float32_bad` is
+    # true for a float outside float32's range, or NaN/inf on their way to the slow check),
+    # "runtime" for the runtime's (closed enums, JSON values, durations, float containers).
+    post_init: str
+    float32_bad: str
+    table_args: str  # arguments of its rpcpoll.message.Field(...) entry
     oneof: str  # the oneof's name, or ""
     doc: str
 
@@ -89,9 +97,46 @@ class MessageModel:
     doc: str  # the class docstring text, with an Attributes section
     fields: list[FieldModel]
     oneofs: list[OneofModel]
-    enums: list[EnumModel]
+    enums: list[EnumModel]  # nested, hoisted to module level and bound in the class
     messages: list[MessageModel]
-    slots: list[str]  # attribute names, in the order ruff wants __slots__
+
+    @property
+    def good(self) -> list[str]:
+        """The fast-path tests of _check(), one per field that has one."""
+        return [f.good for f in self.fields if f.good]
+
+    @property
+    def containers(self) -> list[FieldModel]:
+        """Fields whose items _check() looks at one by one."""
+        return [f for f in self.fields if f.shape in ("list", "map") and not f.slow]
+
+    @property
+    def uses_temp(self) -> bool:
+        """Whether the fast-path test reads values into the temporary `v`."""
+        return any(":=" in good for good in self.good)
+
+    @property
+    def checks_after_fast_path(self) -> bool:
+        """Whether _check() has more to do once the fast-path test passed."""
+        nested = any(f.nested and f.shape == "message" for f in self.fields)
+        return bool(self.containers or nested or self.slow_fields or self.oneofs)
+
+    @property
+    def slow_fields(self) -> list[str]:
+        """Fields that _check() leaves to the runtime."""
+        return [f.name for f in self.fields if f.slow]
+
+    @property
+    def post_init_floats(self) -> list[FieldModel]:
+        return [f for f in self.fields if f.post_init == "float32"]
+
+    @property
+    def post_init_runtime(self) -> list[str]:
+        return [f.name for f in self.fields if f.post_init == "runtime"]
+
+    @property
+    def has_post_init(self) -> bool:
+        return bool(self.oneofs or self.post_init_floats or self.post_init_runtime)
 
 
 @dataclass
@@ -148,8 +193,27 @@ class FileModel:
     messages: list[MessageModel]
     services: list[ServiceModel]
     exports: list[str]  # __all__
+    #: well-known messages the runtime defines, re-exported: (name, runtime class expression)
+    runtime_messages: list[tuple[str, str]] = field(default_factory=list)
     uses_datetime: bool = False
     all_enums: list[EnumModel] = field(default_factory=list)  # nested ones too, in order
+
+    @property
+    def uses_typing(self) -> bool:
+        """Whether the module refers to `_t` (typing)."""
+        return any(
+            m.oneofs
+            or m.enums
+            or m.uses_temp
+            or m.containers
+            or any("_t." in f.annotation for f in m.fields)
+            for m in self.all_messages
+        )
+
+    @property
+    def hoisted_enums(self) -> list[EnumModel]:
+        return [enum for enum in self.all_enums if enum.hoisted]
+
     all_messages: list[MessageModel] = field(default_factory=list)
 
     @property

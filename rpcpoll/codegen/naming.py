@@ -109,11 +109,20 @@ def upper_snake(name: str) -> str:
     return snake_case(name).upper()
 
 
+#: What an `import a.b.c` path cannot hold. Soft keywords (`type`, `match`) and builtins can
+#: be package names: googleapis' `google/type/money.proto` must land in `google/type/`.
+HARD_KEYWORDS = frozenset(keyword.kwlist)
+
+
 def module_parts(proto_name: str) -> tuple[str, ...]:
     """The dotted module path for a .proto file: `a/b-c/x.proto` -> (`a`, `b_c`, `x_rpc`)."""
     *folders, file = proto_name.split("/")
     stem = file.removesuffix(".proto")
-    return (*(escape(_identifier(folder)) for folder in folders), _identifier(stem) + "_rpc")
+    parts = [_identifier(folder) for folder in folders]
+    return (
+        *(part + "_" if part in HARD_KEYWORDS else part for part in parts),
+        _identifier(stem) + "_rpc",
+    )
 
 
 def _identifier(part: str) -> str:

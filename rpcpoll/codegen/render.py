@@ -39,6 +39,18 @@ def _pytuple(items: Iterable[str], indent: int, column: int) -> str:
     return f"(\n{body}{pad})"
 
 
+def _pycondition(terms: Iterable[str], prefix: str, indent: int) -> str:
+    """`{prefix} (t1 and t2 ...):` on one line if it fits, else one term per line, as ruff
+    format writes a parenthesised boolean chain; the statement starts at column `indent`."""
+    terms = list(terms)
+    one_line = f"{prefix} ({' and '.join(terms)}):"
+    if indent + len(one_line) <= _LINE_LENGTH:
+        return one_line
+    pad = " " * indent
+    body = f"\n{pad}    and ".join(terms)
+    return f"{prefix} (\n{pad}    {body}\n{pad}):"
+
+
 def _pydict(mapping: Mapping[str, str]) -> str:
     items = ", ".join(
         f"{naming.py_literal(key)}: {naming.py_literal(value)}" for key, value in mapping.items()
@@ -58,6 +70,7 @@ def _environment() -> jinja2.Environment:
     env.filters["pystr"] = naming.py_literal
     env.filters["pydict"] = _pydict
     env.filters["pytuple"] = _pytuple
+    env.filters["pycondition"] = _pycondition
     env.filters["docstring"] = naming.docstring
     return env
 

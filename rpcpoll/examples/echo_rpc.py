@@ -7,7 +7,6 @@ The example service bundled with rpcpoll: used by `rpcpoll demo`, the tests and 
 from __future__ import annotations
 
 import collections.abc as _abc
-import typing as _t
 
 import rpcpoll as _rpcpoll
 import rpcpoll.message as _msg
@@ -21,12 +20,13 @@ __all__ = [
     "EchoServiceHandler",
 ]
 
-# Each message's _to_wire() and _from_wire() are its msgpack codec: a map keyed by field
-# number, with default values left out. A value of the exact expected type passes a class
-# check; anything else goes to rpcpoll.message, which converts it or raises naming the field.
+# Messages are msgspec Structs: MessagePack maps keyed by field number ("1", "2", ...), with
+# values at their default left out. _check() runs before encoding: values of the exact
+# expected type pass inline, anything else goes to rpcpoll.message, which raises naming the
+# field or accepts what the wire can carry.
 
 
-class EchoRequest(_msg.Message):
+class EchoRequest(_msg.Message, kw_only=True):
     """A message to echo back.
 
     Attributes:
@@ -34,102 +34,26 @@ class EchoRequest(_msg.Message):
         payload: Opaque bytes that the server returns unchanged.
     """
 
-    __slots__ = ("message", "payload")
+    message: str = _msg.field(name="1", default="")
+    payload: bytes = _msg.field(name="2", default=b"")
 
-    message: str
-    payload: bytes
-
-    def __init__(
-        self,
-        *,
-        message: str = "",
-        payload: bytes = b"",
-    ) -> None:
-        self.message = message
-        self.payload = payload
-
-    def _to_wire(self) -> dict[int, _t.Any]:
-        w: dict[int, _t.Any] = {}
-        v: _t.Any
-        v = self.message
-        if v.__class__ is not str:
-            v = _msg.STRING.encode(v, "EchoRequest.message")
-        if v:
-            w[1] = v
-        v = self.payload
-        if v.__class__ is not bytes:
-            v = _msg.BYTES.encode(v, "EchoRequest.payload")
-        if v:
-            w[2] = v
-        return w
-
-    @classmethod
-    def _from_wire(cls, w: _t.Any) -> EchoRequest:
-        if w.__class__ is not dict:
-            raise _msg.DecodeError(f"EchoRequest: expected a map, got {type(w).__name__}")
-        self = cls.__new__(cls)
-        v: _t.Any
-        v = w.get(1, "")
-        if v.__class__ is not str:
-            v = _msg.STRING.decode(v, "EchoRequest.message")
-        self.message = v
-        v = w.get(2, b"")
-        if v.__class__ is not bytes:
-            v = _msg.BYTES.decode(v, "EchoRequest.payload")
-        self.payload = v
-        return self
+    def _check(self) -> None:
+        if not (self.message.__class__ is str and self.payload.__class__ is bytes):
+            _msg.check_fields(self)
 
 
-class EchoResponse(_msg.Message):
+class EchoResponse(_msg.Message, kw_only=True):
     """The echoed message."""
 
-    __slots__ = ("message", "payload")
+    message: str = _msg.field(name="1", default="")
+    payload: bytes = _msg.field(name="2", default=b"")
 
-    message: str
-    payload: bytes
-
-    def __init__(
-        self,
-        *,
-        message: str = "",
-        payload: bytes = b"",
-    ) -> None:
-        self.message = message
-        self.payload = payload
-
-    def _to_wire(self) -> dict[int, _t.Any]:
-        w: dict[int, _t.Any] = {}
-        v: _t.Any
-        v = self.message
-        if v.__class__ is not str:
-            v = _msg.STRING.encode(v, "EchoResponse.message")
-        if v:
-            w[1] = v
-        v = self.payload
-        if v.__class__ is not bytes:
-            v = _msg.BYTES.encode(v, "EchoResponse.payload")
-        if v:
-            w[2] = v
-        return w
-
-    @classmethod
-    def _from_wire(cls, w: _t.Any) -> EchoResponse:
-        if w.__class__ is not dict:
-            raise _msg.DecodeError(f"EchoResponse: expected a map, got {type(w).__name__}")
-        self = cls.__new__(cls)
-        v: _t.Any
-        v = w.get(1, "")
-        if v.__class__ is not str:
-            v = _msg.STRING.decode(v, "EchoResponse.message")
-        self.message = v
-        v = w.get(2, b"")
-        if v.__class__ is not bytes:
-            v = _msg.BYTES.decode(v, "EchoResponse.payload")
-        self.payload = v
-        return self
+    def _check(self) -> None:
+        if not (self.message.__class__ is str and self.payload.__class__ is bytes):
+            _msg.check_fields(self)
 
 
-# Field tables: they drive to_dict(), from_dict(), ==, repr() and Any (see rpcpoll.message).
+# Field tables: they drive to_dict(), from_dict(), Any and the checks (see rpcpoll.message).
 _msg.describe_message(
     EchoRequest,
     "echo.EchoRequest",

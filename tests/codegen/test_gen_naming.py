@@ -59,6 +59,9 @@ def test_module_paths_are_importable_identifiers() -> None:
     assert naming.module_parts("echo.proto") == ("echo_rpc",)
     assert naming.module_parts("a/b-c/1x.proto") == ("a", "b_c", "_1x_rpc")
     assert naming.module_parts("import/class.proto") == ("import_", "class_rpc")
+    # soft keywords and builtins are fine as package names (googleapis: google/type/...)
+    assert naming.module_parts("google/type/money.proto") == ("google", "type", "money_rpc")
+    assert naming.module_parts("match/list.proto") == ("match", "list_rpc")
 
 
 @pytest.mark.parametrize(

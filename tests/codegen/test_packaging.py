@@ -35,7 +35,7 @@ def test_wheel_contains_every_template(wheel: Path) -> None:
         TEMPLATES
     )
     assert "rpcpoll/py.typed" in names
-    assert "rpcpoll/message.py" in names and "rpcpoll/service.py" in names
+    assert "rpcpoll/message/__init__.py" in names and "rpcpoll/service.py" in names
     # `rpcpoll demo` generates from the bundled example IDL, so it ships too
     assert "rpcpoll/_idl/echo.proto" in names
 

@@ -37,7 +37,7 @@ def doc_vectors() -> dict[str, bytes]:
 
 
 EXPECTED = {
-    "call": Frame(1, MessageType.CALL, "Echo", "echo.EchoService", b"\x81\x01\xa5hello"),
+    "call": Frame(1, MessageType.CALL, "Echo", "echo.EchoService", b"\x81\xa11\xa5hello"),
     "call_with_timeout_and_metadata": Frame(
         7,
         MessageType.CALL,
@@ -47,7 +47,7 @@ EXPECTED = {
         timeout_ms=250,
         metadata={"trace-id": "abc"},
     ),
-    "reply": Frame(1, MessageType.REPLY, payload=b"\x81\x01\xa5hello"),
+    "reply": Frame(1, MessageType.REPLY, payload=b"\x81\xa11\xa5hello"),
     "exception": Frame(1, MessageType.EXCEPTION, status=12, status_message="unknown method"),
 }
 
@@ -82,12 +82,12 @@ def test_write_paths_produce_the_same_bytes_as_encode() -> None:
         return bytes(buf)
 
     template = RequestTemplate("echo.EchoService", "Echo")
-    assert written(lambda b: template.write(b, 1, b"\x81\x01\xa5hello")) == vectors["call"]
+    assert written(lambda b: template.write(b, 1, b"\x81\xa11\xa5hello")) == vectors["call"]
     assert (
         written(lambda b: template.write(b, 7, b"\x80", 250, {"trace-id": "abc"}))
         == vectors["call_with_timeout_and_metadata"]
     )
-    assert written(lambda b: write_reply(b, 1, b"\x81\x01\xa5hello")) == vectors["reply"]
+    assert written(lambda b: write_reply(b, 1, b"\x81\xa11\xa5hello")) == vectors["reply"]
     assert written(lambda b: write_exception(b, 1, 12, "unknown method")) == vectors["exception"]
     for name, frame in EXPECTED.items():
         assert written(lambda b, f=frame: write_frame(b, f)) == vectors[name]
