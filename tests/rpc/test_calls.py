@@ -136,7 +136,7 @@ def test_malformed_payload_is_invalid_argument_and_the_connection_lives(
         reply = raw_call(sock, bad)
         assert reply.message_type is MessageType.EXCEPTION
         assert reply.status == rpcpoll.StatusCode.INVALID_ARGUMENT
-        good = Frame(2, MessageType.CALL, "Echo", "rpctest.TestService", b"\x81\x01\xa2ok")
+        good = Frame(2, MessageType.CALL, "Echo", "rpctest.TestService", b"\x81\xa11\xa2ok")
         reply = raw_call(sock, good)
         assert reply.message_type is MessageType.REPLY and reply.seq_id == 2
 
@@ -282,8 +282,8 @@ def test_graceful_shutdown_lets_50_in_flight_calls_finish(
 
 def test_out_of_order_calls_on_one_connection_run_concurrently(client: Any) -> None:
     host, port = client.server.address.rsplit(":", 1)
-    slow = b"\x82\x01\xa4slow\x02\xcd\x01\x90"  # {1: "slow", 2: 400} (sleep 400 ms)
-    fast = b"\x82\x01\xa4fast\x02\x00"
+    slow = b"\x82\xa11\xa4slow\xa12\xcd\x01\x90"  # {"1": "slow", "2": 400} (sleep 400 ms)
+    fast = b"\x82\xa11\xa4fast\xa12\x00"
     with socket.create_connection((host, int(port)), timeout=5) as sock:
         started = time.monotonic()
         for seq, payload in ((1, slow), (2, fast)):
@@ -335,7 +335,7 @@ def test_local_channel_reports_reply_metadata_like_the_network(
 def test_oneway_calls_run_and_get_no_reply(client: Any, recorder: Any) -> None:
     host, port = client.server.address.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=5) as sock:
-        oneway = Frame(1, MessageType.ONEWAY, "Count", "rpctest.TestService", b"\x81\x01\xa3one")
+        oneway = Frame(1, MessageType.ONEWAY, "Count", "rpctest.TestService", b"\x81\xa11\xa3one")
         sock.sendall(encode_frame(oneway))
         reply = raw_call(sock, Frame(2, MessageType.CALL, "Echo", "rpctest.TestService", b"\x80"))
         assert reply.seq_id == 2  # the first reply on the wire is the call's, not the oneway's
