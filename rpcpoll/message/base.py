@@ -216,7 +216,7 @@ def kind_of(spec: Kind | type) -> Kind:
 # The base class
 
 
-class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Message(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """Base of every generated message class (a `msgspec.Struct`).
 
     Subclasses have a keyword-only constructor with proto defaults, compare by value, are
