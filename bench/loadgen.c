@@ -17,7 +17,10 @@
  * With LOADGEN_REQUEST=file (and LOADGEN_REPLY=file) in the environment, the request is
  * that file's bytes (one complete frame whose first 4 bytes are a big-endian length of the
  * rest, such as a TTHeader frame) and every response must equal LOADGEN_REPLY's bytes; SIZE
- * is then ignored.
+ * is then ignored. With LOADGEN_SEQ_OFFSET=N as well, every request carries its own
+ * sequence number (big-endian u32 at byte N of the frame, as in a TTHeader frame where N is
+ * 8), and each reply must carry the sequence number of the request it answers (replies come
+ * in order on a connection) and otherwise equal LOADGEN_REPLY's bytes.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -42,6 +45,8 @@ typedef struct {
     unsigned char *wbuf;
     size_t wlen, woff, wcap;
     uint64_t *sent; /* ring of send timestamps, one per request in flight */
+    uint32_t *seqs; /* ring of their sequence numbers (LOADGEN_SEQ_OFFSET) */
+    uint32_t next_seq;
     int head, count, depth;
     int want_out;
 } conn_t;
@@ -54,6 +59,27 @@ static uint32_t *lat;
 static size_t nlat, latcap;
 static uint64_t completed, errors;
 static int recording;
+static long seq_offset = -1; /* LOADGEN_SEQ_OFFSET, or -1 */
+
+static void put_u32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static uint32_t get_u32(const unsigned char *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+/* Whether a reply frame is the expected one, for the request with sequence number seq. */
+static int reply_ok(const unsigned char *reply, size_t len, uint32_t seq) {
+    if (len != expect_len) return 0;
+    if (seq_offset < 0) return memcmp(reply, expect, expect_len) == 0;
+    size_t at = (size_t)seq_offset;
+    return memcmp(reply, expect, at) == 0 && get_u32(reply + at) == seq &&
+           memcmp(reply + at + 4, expect + at + 4, expect_len - at - 4) == 0;
+}
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -112,8 +138,13 @@ static void queue_requests(conn_t *c, int n) {
             if (!c->wbuf) die("realloc");
         }
         memcpy(c->wbuf + c->wlen, frame, frame_len);
+        int slot = (c->head + c->count) % c->depth;
+        if (seq_offset >= 0) {
+            c->seqs[slot] = ++c->next_seq;
+            put_u32(c->wbuf + c->wlen + seq_offset, c->seqs[slot]);
+        }
         c->wlen += frame_len;
-        c->sent[(c->head + c->count) % c->depth] = t;
+        c->sent[slot] = t;
         c->count++;
     }
 }
@@ -157,15 +188,15 @@ static void on_readable(conn_t *c) {
     int done = 0;
     uint64_t t = now_ns();
     while (c->rlen - off >= 4) {
-        uint32_t n = ((uint32_t)c->rbuf[off] << 24) | ((uint32_t)c->rbuf[off + 1] << 16) |
-                     ((uint32_t)c->rbuf[off + 2] << 8) | (uint32_t)c->rbuf[off + 3];
+        uint32_t n = get_u32(c->rbuf + off);
         if (c->rlen - off < 4 + (size_t)n) break;
-        if (4 + (size_t)n != expect_len || memcmp(c->rbuf + off, expect, expect_len) != 0) errors++;
-        off += 4 + (size_t)n;
         if (c->count == 0) {
             errors++;
+            off += 4 + (size_t)n;
             continue;
         }
+        if (!reply_ok(c->rbuf + off, 4 + (size_t)n, c->seqs ? c->seqs[c->head] : 0)) errors++;
+        off += 4 + (size_t)n;
         uint64_t sent = c->sent[c->head];
         c->head = (c->head + 1) % c->depth;
         c->count--;
@@ -218,11 +249,20 @@ int main(int argc, char **argv) {
     if (nconn < 1 || depth < 1) return 2;
 
     const char *request_file = getenv("LOADGEN_REQUEST");
+    const char *seq_env = getenv("LOADGEN_SEQ_OFFSET");
     if (request_file) {
         frame = read_file(request_file, &frame_len);
         const char *reply_file = getenv("LOADGEN_REPLY");
         expect = reply_file ? read_file(reply_file, &expect_len) : frame;
         if (!reply_file) expect_len = frame_len;
+        if (seq_env) {
+            seq_offset = atol(seq_env);
+            if (seq_offset < 4 || (size_t)seq_offset + 4 > frame_len ||
+                (size_t)seq_offset + 4 > expect_len) {
+                fprintf(stderr, "LOADGEN_SEQ_OFFSET %ld is outside the frames\n", seq_offset);
+                return 2;
+            }
+        }
     } else {
         frame_len = 4 + size;
         frame = malloc(frame_len);
@@ -249,6 +289,7 @@ int main(int argc, char **argv) {
         c->wbuf = malloc(c->wcap);
         c->depth = depth;
         c->sent = calloc((size_t)depth, sizeof *c->sent);
+        if (seq_offset >= 0) c->seqs = calloc((size_t)depth, sizeof *c->seqs);
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) die("epoll_ctl");
         queue_requests(c, depth);

@@ -2,10 +2,12 @@
 
     python bench/rpc_servers.py KIND --pb-dir DIR
 
-KIND: grpc-sync (grpc.server with a thread pool), grpc-aio (grpc.aio), asyncio-msgpack (what
-a team would hand-write: an asyncio Protocol with 4-byte length-prefixed msgpack, on uvloop when
-it is installed). DIR holds echo_pb2.py and echo_pb2_grpc.py (bench_rpc.py generates them).
-Prints "READY <port>" once listening; stops on SIGTERM.
+KIND: grpc-sync (grpc.server with a thread pool), grpc-aio (grpc.aio), bare-msgpack (the
+pure-Python limit: one thread, level-triggered select.epoll, 4-byte length-prefixed msgpack,
+each request decoded and its reply encoded: what a careful person writes in an afternoon),
+asyncio-msgpack (the same on an asyncio Protocol, on uvloop when it is installed). DIR holds
+echo_pb2.py and echo_pb2_grpc.py (bench_rpc.py generates them). Prints "READY <port>" once
+listening; stops on SIGTERM.
 """
 
 from __future__ import annotations
@@ -63,6 +65,84 @@ def serve_grpc_aio() -> None:
     asyncio.run(main())
 
 
+def serve_bare_msgpack() -> None:
+    """Length-prefixed msgpack echo of {1: message, 2: payload} on a bare epoll loop."""
+    import select
+    import socket
+
+    import msgpack
+
+    unpackb, packb = msgpack.unpackb, msgpack.packb
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1024)
+    listener.setblocking(False)
+    ep = select.epoll()
+    ep.register(listener.fileno(), select.EPOLLIN)
+    conns: dict[int, tuple[socket.socket, bytearray, bytearray]] = {}
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print("READY", listener.getsockname()[1], flush=True)
+    while not stop.is_set():
+        for fd, ev in ep.poll(0.2):
+            if fd == listener.fileno():
+                while True:
+                    try:
+                        c, _ = listener.accept()
+                    except BlockingIOError:
+                        break
+                    c.setblocking(False)
+                    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    conns[c.fileno()] = (c, bytearray(), bytearray())
+                    ep.register(c.fileno(), select.EPOLLIN)
+                continue
+            c, inbuf, outbuf = conns[fd]
+            if ev & select.EPOLLOUT and outbuf:
+                try:
+                    del outbuf[: c.send(outbuf)]
+                except BlockingIOError:
+                    pass
+                if not outbuf:
+                    ep.modify(fd, select.EPOLLIN)
+            if not ev & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+                continue
+            try:
+                data = c.recv(262144)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                ep.unregister(fd)
+                c.close()
+                del conns[fd]
+                continue
+            inbuf += data
+            pos, end = 0, len(inbuf)
+            replies = []
+            while end - pos >= 4:
+                n = int.from_bytes(inbuf[pos : pos + 4], "big")
+                if end - pos < 4 + n:
+                    break
+                request = unpackb(inbuf[pos + 4 : pos + 4 + n], strict_map_key=False)
+                reply = packb({1: request.get(1, ""), 2: request.get(2, b"")})
+                replies.append(len(reply).to_bytes(4, "big"))
+                replies.append(reply)
+                pos += 4 + n
+            if replies:
+                del inbuf[:pos]
+                pending = not outbuf
+                outbuf += b"".join(replies)
+                if pending:
+                    try:
+                        del outbuf[: c.send(outbuf)]
+                    except BlockingIOError:
+                        pass
+                    if outbuf:
+                        ep.modify(fd, select.EPOLLIN | select.EPOLLOUT)
+
+
 def serve_asyncio_msgpack() -> None:
     """Length-prefixed msgpack echo of {1: message, 2: payload}: decoded and re-encoded."""
     import msgpack
@@ -107,9 +187,11 @@ def serve_asyncio_msgpack() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("kind", choices=["grpc-sync", "grpc-aio", "asyncio-msgpack"])
+    parser.add_argument(
+        "kind", choices=["grpc-sync", "grpc-aio", "bare-msgpack", "asyncio-msgpack"]
+    )
     parser.add_argument("--pb-dir", help="where echo_pb2.py and echo_pb2_grpc.py are")
-    parser.add_argument("--workers", type=int, default=16, help="grpc-sync thread pool size")
+    parser.add_argument("--workers", type=int, default=10, help="grpc-sync thread pool size")
     args = parser.parse_args()
     if args.pb_dir:
         sys.path.insert(0, args.pb_dir)
@@ -117,6 +199,8 @@ def main() -> None:
         serve_grpc_sync(args.workers)
     elif args.kind == "grpc-aio":
         serve_grpc_aio()
+    elif args.kind == "bare-msgpack":
+        serve_bare_msgpack()
     else:
         serve_asyncio_msgpack()
 

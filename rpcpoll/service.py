@@ -91,9 +91,13 @@ class ServiceDescriptor:
 
 
 class CallContext:
-    """What a handler receives as `context`: who is calling what, and until when."""
+    """What a handler receives as `context`: who is calling what, and until when.
 
-    __slots__ = ("deadline", "metadata", "method", "reply_metadata", "service")
+    One is built per call, on the server's hot path: construction stores four references and
+    nothing else (the reply metadata dict is made when first used).
+    """
+
+    __slots__ = ("_reply_metadata", "deadline", "metadata", "method", "service")
 
     def __init__(
         self,
@@ -108,8 +112,15 @@ class CallContext:
         self.metadata: Mapping[str, str] = _NO_METADATA if metadata is None else metadata
         #: `time.monotonic()` value by which the caller wants an answer; None = no deadline
         self.deadline = deadline
-        #: metadata sent back to the caller with the reply
-        self.reply_metadata: dict[str, str] = {}
+        self._reply_metadata: dict[str, str] | None = None
+
+    @property
+    def reply_metadata(self) -> dict[str, str]:
+        """Metadata sent back to the caller with the reply (a dict the handler may fill)."""
+        reply = self._reply_metadata
+        if reply is None:
+            reply = self._reply_metadata = {}
+        return reply
 
     def time_remaining(self) -> float | None:
         """Seconds left before the deadline (never negative), or None without a deadline."""

@@ -186,6 +186,25 @@ class LinkBuffer:
             return node.view[off:stop]
         return self._peek_slow(n)
 
+    def readable(self) -> memoryview:
+        """The readable bytes that lie in one block, from the read position, without copying
+        or consuming them: all `len(self)` bytes when they are in one block, else the first
+        block's share; empty when nothing is readable. Consume with `skip`.
+
+        For a reader that decodes a batch of small messages in one pass (rpcpoll's server):
+        whatever crosses into the next block it reads with `next`, which copies only then.
+        """
+        node = self._read
+        off = node.off
+        end = node.end
+        if off < end:
+            return node.view[off:end]
+        if self._flushed - self._consumed <= 0:
+            return _EMPTY[0:0]
+        while node.off >= node.end:  # spent nodes before the next readable one
+            node = node.next
+        return node.view[node.off : node.end]
+
     def skip(self, n: int) -> None:
         """Consume n bytes without looking at them."""
         node = self._read

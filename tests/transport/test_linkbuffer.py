@@ -157,6 +157,31 @@ def test_cross_block_peek_reuses_one_scratch_buffer() -> None:
     assert len(buf) == 100 * 8192
 
 
+def test_readable_is_one_block_of_unread_bytes_without_a_copy() -> None:
+    buf = tiny(8)
+    assert bytes(buf.readable()) == b""
+    for chunk in (b"abcdefgh", b"ijkl"):  # 8-byte blocks: two blocks
+        buf.malloc(len(chunk))[:] = chunk
+        buf.flush()
+    first = buf.readable()
+    assert bytes(first) == b"abcdefgh" and len(buf) == 12  # the first block only, not consumed
+    buf.skip(3)
+    assert bytes(buf.readable()) == b"defgh"
+    buf.skip(5)  # the first block is spent: the next one is readable
+    view = buf.readable()
+    assert bytes(view) == b"ijkl"
+    buf.release()
+    assert bytes(view) == b"ijkl"  # views stay valid after release, as next()'s do
+    buf.skip(4)
+    assert bytes(buf.readable()) == b"" and len(buf) == 0
+
+
+def test_readable_views_the_block_itself() -> None:
+    buf = filled(b"0123456789", min_size=64)
+    view = buf.readable()
+    assert view.obj is buf.next(10).obj  # the same block, not a copy
+
+
 def test_peek_scratch_grows_without_invalidating_earlier_views() -> None:
     buf = filled(bytes(range(64)))
     small = buf.peek(9)  # spans two 8-byte blocks
