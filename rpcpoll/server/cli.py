@@ -181,7 +181,8 @@ def _limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _limits_from(options: dict[str, Any]) -> ServerLimits:
-    given = {key: value for key, value in options.items() if value is not None}
+    names = {field for _flag, field, _kind, _text in _LIMIT_FLAGS}
+    given = {key: value for key, value in options.items() if value is not None and key in names}
     for key in ("frame_timeout", "idle_timeout"):
         if given.get(key) == 0:
             given[key] = None
@@ -198,6 +199,7 @@ def _limit_argv(options: dict[str, Any]) -> list[str]:
         value = options.get(field)
         if value is not None:
             argv += [flag, str(value)]
+    argv += ["--release-memory-after", str(options.get("release_memory_after") or 0)]
     return argv
 
 
@@ -336,6 +338,13 @@ _EPILOG = (
     show_default=True,
     help="logging level",
 )
+@click.option(
+    "--release-memory-after",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="seconds of quiet after which cached buffers are freed and the heap trimmed (0: never)",
+)
 @_limit_options
 # Set by the supervisor for its workers: the control channel, and the inherited Unix listener.
 @click.option("--worker-fd", type=int, default=None, hidden=True)
@@ -356,6 +365,7 @@ def serve_command(
     log_level: str,
     worker_fd: int | None,
     worker_listen_fd: int | None,
+    release_memory_after: float,
     **limit_options: Any,
 ) -> None:
     """Serve HANDLER (module:Class or path/to/file.py:Class, a subclass of a generated
@@ -379,6 +389,7 @@ def serve_command(
     if worker_listen_fd is not None and not in_worker:
         raise click.UsageError("--worker-listen-fd needs --worker-fd")
     limits = _limits_from(limit_options)
+    limit_options["release_memory_after"] = release_memory_after or None
     handler_class = load_handler(handler)
     target = f"unix:{unix_path}" if unix_path else (address or "127.0.0.1:8888")
     _raise_fd_limit(limits.max_connections)
@@ -392,9 +403,15 @@ def serve_command(
         raise click.UsageError("--service-name, --tag and --registry-ttl need --registry")
     lifecycle = ServeLifecycle(service, handler, workers, registration)
     if worker_fd is not None:
-        _serve_worker(handler_class, target, worker_fd, worker_listen_fd, exit_wait, mode, limits)
+        _serve_worker(
+            handler_class, target, worker_fd, worker_listen_fd, exit_wait, mode, limits,
+            limit_options["release_memory_after"],
+        )  # fmt: skip
     elif workers == 1:
-        _serve_one(handler_class, target, lifecycle, exit_wait, mode, limits)
+        _serve_one(
+            handler_class, target, lifecycle, exit_wait, mode, limits,
+            limit_options["release_memory_after"],
+        )  # fmt: skip
     else:
         command = _worker_command(handler, exit_wait, mode, log_level, _limit_argv(limit_options))
         _supervise(target, workers, command, lifecycle, exit_wait)
@@ -433,9 +450,15 @@ def _serve_one(
     exit_wait: float,
     mode: str,
     limits: ServerLimits,
+    release_memory_after: float | None,
 ) -> None:
     server = Server(
-        target, _instantiate(handler_class), exit_wait=exit_wait, mode=mode, limits=limits
+        target,
+        _instantiate(handler_class),
+        exit_wait=exit_wait,
+        mode=mode,
+        limits=limits,
+        release_memory_after=release_memory_after,
     )
     stop = threading.Event()
     _on_stop_signals(stop.set)
@@ -505,6 +528,7 @@ def _serve_worker(
     exit_wait: float,
     mode: str,
     limits: ServerLimits,
+    release_memory_after: float | None,
 ) -> None:
     """One worker under a supervisor: its own SO_REUSEPORT listener (or the inherited Unix one);
     stops on SIGTERM, or when the supervisor is gone."""
@@ -518,6 +542,7 @@ def _serve_worker(
         reuse_port=True,
         listener=inherited,
         limits=limits,
+        release_memory_after=release_memory_after,
     )
     stop = threading.Event()
     _on_stop_signals(stop.set)
