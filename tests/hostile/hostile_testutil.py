@@ -170,5 +170,3 @@ class ServeProcess:
         if self.proc.stderr is not None:
             self.proc.stderr.close()
         return self.proc.returncode
-
-
