@@ -23,6 +23,12 @@ as the caller's remaining time, and the wait for the reply stops at the deadline
 raises DEADLINE_EXCEEDED and a late reply is dropped, never read as another call's reply.
 `connect_timeout` bounds each dial separately.
 
+Limits. A request whose frame would exceed `max_frame_size` fails with RESOURCE_EXHAUSTED
+before anything is sent (one compare per call without metadata); a reply over it fails its
+call with RESOURCE_EXHAUSTED. With `mux`, each connection takes at most
+`max_calls_per_connection` calls at once and stops taking calls while more than
+`max_unsent_bytes` wait for a server that is not reading (rpcpoll.client.mux, "Bounds").
+
 Retries. A call is retried only when it provably never reached a handler (the dial failed, or
 a connection was found dead before anything was written) or when the method is idempotent
 (`option idempotency_level = IDEMPOTENT` in the proto, or `idempotent_methods=`), within
@@ -40,13 +46,13 @@ from typing import Any, Protocol
 
 from ..discovery.base import Instance, Resolver, Subscription, same_instances
 from ..protocol.frame import DEFAULT_MAX_FRAME_SIZE, FrameReader, MessageType, RequestTemplate
-from ..protocol.status import InternalError, RpcError, UnavailableError
+from ..protocol.status import InternalError, ResourceExhaustedError, RpcError, UnavailableError
 from ..service import MethodDescriptor, ServiceDescriptor
 from ..transport.address import format_address, parse_address
 from .balance import Balancer, Picker, WeightedRoundRobin, balancer_by_name
 from .breaker import BreakerFactory, CircuitBreaker, default_breaker_factory
 from .longconn import LongConnTransport
-from .mux import MuxTransport
+from .mux import DEFAULT_MAX_CALLS, DEFAULT_MAX_UNSENT, MuxTransport
 from .outcome import MaybeSentError, NotSentError, Reply
 from .pool import PoolOptions
 
@@ -118,7 +124,11 @@ class ClientChannel:
     shared by all calls, True for 8; 0, the default, pools one call per connection); `resolver`,
     `balancer` (a Balancer or its name), `hash_key` (`f(method, request, metadata)` giving the
     consistent-hash key), `breaker` (a factory `f(instance) -> CircuitBreaker`), `warmup`
-    (connections dialed per instance up front).
+    (connections dialed per instance up front); with `mux`, `max_calls_per_connection` (128)
+    and `max_unsent_bytes` (1 MiB).
+
+    A target that is not an address (an http:// URL, a host without a port, a port over
+    65535) raises ValueError here, with a one-line message.
     """
 
     def __init__(
@@ -139,6 +149,8 @@ class ClientChannel:
         hash_key: HashKey | None = None,
         breaker: BreakerFactory | None = None,
         warmup: int = 0,
+        max_calls_per_connection: int = DEFAULT_MAX_CALLS,
+        max_unsent_bytes: int = DEFAULT_MAX_UNSENT,
     ) -> None:
         if mux is True:
             mux = DEFAULT_MUX_CONNECTIONS
@@ -150,6 +162,10 @@ class ClientChannel:
         self.retry = retry or RetryPolicy()
         self._idempotent = frozenset(idempotent_methods)
         self._frames = FrameReader(max_frame_size)
+        self.max_frame_size = max_frame_size
+        # Payloads up to this size fit a frame whatever the method and timeout: no other check.
+        self._small_payload = max_frame_size - 1024
+        self._mux_limits = (max_calls_per_connection, max_unsent_bytes)
         self._pool_options = PoolOptions(max_idle_per_address, max_idle_global, max_idle_timeout)
         self._mux = int(mux)
         self._warmup = warmup
@@ -206,6 +222,13 @@ class ClientChannel:
         template = self._templates.get(key)
         if template is None:
             template = self._templates[key] = RequestTemplate(service.full_name, method.name)
+        if metadata or len(payload) > self._small_payload:
+            size = template.frame_size_bound(len(payload), metadata)
+            if size > self.max_frame_size:
+                raise ResourceExhaustedError(
+                    message=f"the request to {method.name} would be a frame of {size} bytes,"
+                    f" over this client's max_frame_size of {self.max_frame_size}; nothing was sent"
+                )
         hash_key = self._hash_key(method.name, request, metadata) if self._hash_key else None
         failed: set[Instance] = set()  # instances this call failed on: tried last
         attempt = 1
@@ -345,6 +368,8 @@ class ClientChannel:
                 frames=self._frames,
                 connect_timeout=self.connect_timeout,
                 describe=describe,
+                max_calls=self._mux_limits[0],
+                max_unsent=self._mux_limits[1],
             )
         else:
             transport = LongConnTransport(

@@ -19,12 +19,18 @@ from ..protocol.frame import (
     CONNECTION_RESET_KEY,
     FIXED_SIZE,
     FrameReader,
+    FrameTooLargeError,
     MessageType,
     ProtocolError,
     RequestTemplate,
     parse_info,
 )
-from ..protocol.status import DeadlineExceededError, InternalError
+from ..protocol.status import (
+    DeadlineExceededError,
+    InternalError,
+    ResourceExhaustedError,
+    StatusCode,
+)
 from ..transport.connection import Connection, Runner
 from ..transport.errors import (
     DialError,
@@ -38,7 +44,7 @@ from ..transport.net import dial_connection
 from .outcome import MaybeSentError, NotSentError, Reply, timeout_ms_until
 from .pool import Pool, PoolOptions
 
-__all__ = ["LongConnTransport", "dial_within", "reply_of"]
+__all__ = ["LongConnTransport", "dial_within", "refusal_of", "reply_of", "reply_too_large"]
 
 
 def dial_within(
@@ -136,6 +142,8 @@ class LongConnTransport:
         except (ReadTimeoutError, WriteTimeoutError):
             message = f"deadline exceeded calling {template.method}"
             raise DeadlineExceededError(message=message) from None
+        except FrameTooLargeError as exc:
+            raise reply_too_large(exc, self._describe) from None
         except ProtocolError as exc:
             raise InternalError(message=f"protocol error from {self._describe}: {exc}") from exc
         except TransportError as exc:
@@ -170,10 +178,38 @@ class LongConnTransport:
                 continue
             needed = FIXED_SIZE
             if raw[0] != seq_id:
+                if raw[0] == 0:  # a control frame: the server may be refusing the connection
+                    refused = refusal_of(raw[2])
+                    if refused is not None:
+                        raise NotSentError(f"{self._describe} refused the connection: {refused}")
                 continue  # not ours (a stale reply): dropped, never matched to this call
             reply = reply_of(raw[2], raw[3])
             reader.release()  # the payload view stays valid (see LinkBuffer.release)
             return reply
+
+
+def refusal_of(info: bytes) -> str | None:
+    """The reason in a control frame by which a server refuses a connection before reading
+    from it (an EXCEPTION with sequence id 0, docs/protocol.md), or None for another frame."""
+    try:
+        msg_type, _method, _service, _timeout, status, message, _metadata = parse_info(info)
+    except ProtocolError:
+        return None
+    if msg_type is not MessageType.EXCEPTION:
+        return None
+    try:
+        code = StatusCode(status).name
+    except ValueError:
+        code = str(status)
+    return f"{code}: {message}" if message else code
+
+
+def reply_too_large(exc: FrameTooLargeError, describe: str) -> ResourceExhaustedError:
+    """The error of a call whose reply is over this client's max_frame_size."""
+    return ResourceExhaustedError(
+        message=f"the reply from {describe} is {exc.size} bytes, over this client's"
+        f" max_frame_size of {exc.limit}"
+    )
 
 
 def reply_of(info: bytes, payload: memoryview) -> Reply:

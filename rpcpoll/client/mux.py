@@ -17,7 +17,15 @@ server runs the calls of one connection concurrently and answers as each finishe
   never written with NotSentError (any method may be retried), the others with
   MaybeSentError. The next call on its slot dials a replacement.
 - **`crrst`** (the server is shutting down) retires the connection: it gets no new calls and
-  closes once its last call is answered.
+  closes once its last call is answered. A server refusing the connection (too many
+  connections) says so in a control frame: its calls fail as never sent.
+- **Bounds.** A connection with `max_calls` calls waiting, or more than `max_unsent` request
+  bytes its server has not taken yet, gets no new calls: the next connection of the ring is
+  tried, and a call that finds every one full fails at once with RESOURCE_EXHAUSTED (never
+  sent). So a server that stops reading costs this client at most `max_unsent` per connection.
+- **A reply over `max_frame_size`** fails its call with RESOURCE_EXHAUSTED; the connection
+  cannot find the next frame boundary without reading it all, so it closes (its other calls
+  fail as on any dead connection).
 """
 
 from __future__ import annotations
@@ -35,14 +43,15 @@ from ..protocol.frame import (
     CONNECTION_RESET_KEY,
     FLAG_OUT_OF_ORDER,
     FrameReader,
+    FrameTooLargeError,
     ProtocolError,
     RequestTemplate,
     parse_info,
 )
-from ..protocol.status import DeadlineExceededError, InternalError
+from ..protocol.status import DeadlineExceededError, InternalError, ResourceExhaustedError
 from ..transport.connection import Connection, run_inline
 from ..transport.errors import TransportError, WriteTimeoutError
-from .longconn import dial_within, reply_of
+from .longconn import dial_within, refusal_of, reply_of, reply_too_large
 from .outcome import MaybeSentError, NotSentError, Reply, timeout_ms_until
 
 __all__ = ["MuxConnection", "MuxTransport"]
@@ -50,6 +59,8 @@ __all__ = ["MuxConnection", "MuxTransport"]
 log = logging.getLogger("rpcpoll.client")
 
 _MAX_SEQ = 0x7FFFFFFF  # Kitex's seq ids are i32; 0 is reserved for control frames
+DEFAULT_MAX_CALLS = 128  # per connection; the server's default max_calls_per_connection too
+DEFAULT_MAX_UNSENT = 1024 * 1024
 
 
 class _Call:
@@ -104,6 +115,7 @@ class MuxConnection:
         self._seq = itertools.count(1)
         self.retired = False  # no new calls: crrst seen, or its pool let go of it
         self.dead = False
+        self.refused: str | None = None  # the server refused the connection, and why
         conn.add_close_callback(self._on_close)
         conn.set_on_request(self._on_request)
 
@@ -116,6 +128,11 @@ class MuxConnection:
     def pending(self) -> int:
         """Calls waiting for their reply."""
         return len(self._pending)
+
+    def has_room(self, max_calls: int, max_unsent: int) -> bool:
+        """Whether a new call fits: fewer than `max_calls` waiting, at most `max_unsent` bytes
+        queued for a server that is not reading them."""
+        return len(self._pending) < max_calls and self._conn.unsent_bytes <= max_unsent
 
     def retire(self) -> None:
         """Take no new calls; close once the calls in progress are answered."""
@@ -219,11 +236,21 @@ class MuxConnection:
                 call.reply = raw[3]  # stays valid after release (see LinkBuffer.release)
                 call.done.release()
             reader.release()
+        except FrameTooLargeError as exc:
+            call = pending.pop(exc.seq_id, None) if exc.seq_id is not None else None
+            if call is not None:
+                call.error = reply_too_large(exc, self._describe)
+                call.done.release()
+            log.warning("closing mux connection to %s: %s", self._describe, exc)
+            conn.close()
         except ProtocolError as exc:
             log.warning("closing mux connection to %s: %s", self._describe, exc)
             conn.close()
 
     def _on_control(self, info: bytes) -> None:
+        refused = refusal_of(info)
+        if refused is not None:
+            self.refused = refused  # it closes next: its calls were never read
         try:
             if CONNECTION_RESET_KEY in parse_info(info)[6]:
                 self.retire()
@@ -238,7 +265,11 @@ class MuxConnection:
             call = pending.pop(seq_id, None)
             if call is None:
                 continue
-            if call.written:
+            if self.refused is not None:
+                call.error = NotSentError(
+                    f"{self._describe} refused the connection: {self.refused}"
+                )
+            elif call.written:
                 call.error = MaybeSentError(f"connection to {self._describe} closed")
             else:
                 call.error = NotSentError(f"connection to {self._describe} closed before sending")
@@ -257,9 +288,15 @@ class MuxTransport:
         frames: FrameReader,
         connect_timeout: float | None,
         describe: str,
+        max_calls: int = DEFAULT_MAX_CALLS,
+        max_unsent: int = DEFAULT_MAX_UNSENT,
     ) -> None:
         if size < 1:
             raise ValueError("mux needs at least one connection")
+        if max_calls < 1 or max_unsent < 0:
+            raise ValueError("max_calls must be positive and max_unsent not negative")
+        self._max_calls = max_calls
+        self._max_unsent = max_unsent
         self._network = network
         self._address = address
         self._frames = frames
@@ -283,12 +320,20 @@ class MuxTransport:
         deadline: float | None,
         metadata: Mapping[str, str] | None,
     ) -> Reply:
-        """One attempt on the next connection of the ring (dialed if needed)."""
-        index = next(self._next) % self._size
-        mux = self._slots[index]
-        if mux is None or not mux.usable:
-            mux = self._replace(index, deadline)
-        return mux.call(template, payload, deadline, metadata)
+        """One attempt on the next connection of the ring (dialed if needed) that has room
+        for it (see "Bounds" in the module docs)."""
+        start = next(self._next)
+        for turn in range(self._size):
+            index = (start + turn) % self._size
+            mux = self._slots[index]
+            if mux is None or not mux.usable:
+                mux = self._replace(index, deadline)
+            if mux.has_room(self._max_calls, self._max_unsent):
+                return mux.call(template, payload, deadline, metadata)
+        raise ResourceExhaustedError(
+            message=f"every connection to {self._describe} is full ({self._max_calls} calls"
+            f" waiting, or over {self._max_unsent} bytes its server has not read)"
+        )
 
     def warm_up(self, count: int, deadline: float | None = None) -> int:
         """Dial the ring's connections (all of them: `count` is ignored beyond 0); returns

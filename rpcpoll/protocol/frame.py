@@ -39,6 +39,7 @@ __all__ = [
     "Frame",
     "FrameReader",
     "FrameTooLargeError",
+    "HeaderLimitError",
     "IntKey",
     "MalformedHeaderError",
     "MessageType",
@@ -46,10 +47,13 @@ __all__ = [
     "RequestTemplate",
     "decode_frame",
     "encode_frame",
+    "exception_info",
     "frame_from_raw",
     "parse_info",
+    "refusal_frame",
     "write_exception",
     "write_frame",
+    "write_info_frame",
     "write_reply",
 ]
 
@@ -102,7 +106,19 @@ class BadMagicError(ProtocolError):
 
 
 class FrameTooLargeError(ProtocolError):
-    pass
+    """A frame over the maximum frame size: `size` bytes, `seq_id` its sequence id (None when
+    not known), `limit` the maximum."""
+
+    def __init__(self, message: str, size: int = 0, limit: int = 0, seq_id: int | None = None):
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+        self.seq_id = seq_id
+
+
+class HeaderLimitError(ProtocolError):
+    """A header over a receiver's limits (bytes or entries). The frame itself is well formed,
+    so a server answers the call with RESOURCE_EXHAUSTED and the connection carries on."""
 
 
 class MalformedHeaderError(ProtocolError):
@@ -260,6 +276,17 @@ class RequestTemplate:
             strs[key] = value
         return _header_info(ints, strs)
 
+    def frame_size_bound(self, payload_size: int, metadata: Mapping[str, str] | None) -> int:
+        """An upper bound of the size of a call frame with this payload size and metadata,
+        whatever its timeout (exact but for the timeout's digits): for refusing a call that
+        would exceed the maximum frame size before anything is sent."""
+        info = len(self._base_info) + _TIMEOUT_ENTRY_MAX
+        if metadata:  # each entry joins the string-keyed block that "isn" already opened
+            for key, value in metadata.items():
+                _check_metadata(key, value)
+                info += 4 + len(key.encode()) + len(value.encode())
+        return FIXED_SIZE + info + payload_size
+
     def write(
         self,
         buf: LinkBuffer,
@@ -278,9 +305,23 @@ def write_reply(
     payload: bytes | memoryview,
     metadata: Mapping[str, str] | None = None,
     flags: int = 0,
+    max_size: int | None = None,
 ) -> None:
-    """A REPLY frame (the header is constant unless there is reply metadata)."""
+    """A REPLY frame (the header is constant unless there is reply metadata).
+
+    With `max_size`, a frame that would be larger raises `FrameTooLargeError` and nothing is
+    written (a server answers RESOURCE_EXHAUSTED instead of sending what its peer refuses).
+    """
     info = _REPLY_INFO if not metadata else _header_info(_REPLY_INTS, _checked(metadata))
+    if max_size is not None:
+        size = FIXED_SIZE + len(info) + len(payload)
+        if size > max_size:
+            raise FrameTooLargeError(
+                f"reply of {size} bytes exceeds the maximum frame size of {max_size}",
+                size,
+                max_size,
+                seq_id,
+            )
     _write(buf, flags, seq_id, info, payload)
 
 
@@ -301,12 +342,46 @@ def write_exception(
     _write(buf, flags, seq_id, _header_info(ints, _checked(metadata or {})), b"")
 
 
+def exception_info(status: int, message: str, metadata: Mapping[str, str] | None = None) -> bytes:
+    """The header info of an EXCEPTION frame, to compute once and send with
+    `write_info_frame` (a server's load-shedding answer, say)."""
+    ints = [
+        (int(IntKey.MSG_TYPE), b"%d" % MessageType.EXCEPTION),
+        (int(IntKey.STATUS_CODE), b"%d" % status),
+        (int(IntKey.STATUS_MESSAGE), message.encode()[:_MAX_U16]),
+    ]
+    return _header_info(ints, _checked(metadata or {}))
+
+
+def write_info_frame(
+    buf: LinkBuffer, seq_id: int, info: bytes, payload: bytes | memoryview = b"", flags: int = 0
+) -> None:
+    """Append a frame made of precomputed header info bytes and a payload (not flushed)."""
+    _write(buf, flags, seq_id, info, payload)
+
+
+def refusal_frame(status: int, message: str) -> bytes:
+    """A control frame (sequence id 0) by which a server that will not serve a connection says
+    why before closing it: an EXCEPTION with `status` and `message`, and `crrst`. A client
+    that reads it knows its request was never read (docs/protocol.md)."""
+    frame = Frame(
+        0,
+        MessageType.EXCEPTION,
+        status=status,
+        status_message=message,
+        metadata={CONNECTION_RESET_KEY: "1"},
+    )
+    return encode_frame(frame)
+
+
 def _checked(metadata: Mapping[str, str]) -> dict[str, str]:
     for key, value in metadata.items():
         _check_metadata(key, value)
     return dict(metadata)
 
 
+# RPC_TIMEOUT's entry: u16 key, u16 length, at most 20 digits, and up to 3 bytes of padding.
+_TIMEOUT_ENTRY_MAX = 4 + 20 + 3
 _REPLY_INTS = [(int(IntKey.MSG_TYPE), b"%d" % MessageType.REPLY)]
 _REPLY_INFO = _header_info(_REPLY_INTS, {})
 
@@ -319,18 +394,27 @@ _REPLY_INFO = _header_info(_REPLY_INTS, {})
 _INFO_CACHE_MAX_KEY = 256
 _info_cache: dict[bytes, tuple[MessageType, str, str, int | None, int, str, Mapping[str, str]]] = {}
 _INFO_CACHE_MAX = 4096
+_MAX_ENTRIES = 1 << 62  # "no limit" for parse_info
 _EMPTY_METADATA: Mapping[str, str] = MappingProxyType({})
 
 
 def parse_info(
-    info: bytes,
+    info: bytes, max_entries: int | None = None
 ) -> tuple[MessageType, str, str, int | None, int, str, Mapping[str, str]]:
     """(message type, method, service, timeout ms, status, status message, metadata) of a
-    frame's header info bytes; raises MalformedHeaderError."""
+    frame's header info bytes; raises MalformedHeaderError.
+
+    With `max_entries`, a header with more entries than that (int-keyed and string-keyed
+    together) raises `HeaderLimitError` before they are read: the parse costs time linear in
+    the header's size with a small constant, whatever the peer sent.
+    """
     cached = _info_cache.get(info)
     if cached is not None:
+        if max_entries is not None and len(cached[6]) > max_entries:
+            raise HeaderLimitError(f"header has more than {max_entries} entries")
         return cached
     end = len(info)
+    entries_left = _MAX_ENTRIES if max_entries is None else max_entries
     if end < 2:
         raise MalformedHeaderError("header info shorter than 2 bytes")
     if info[0] != PROTOCOL_MSGPACK:
@@ -343,11 +427,18 @@ def parse_info(
             block = info[pos]
             pos += 1
             if block == INFO_PADDING:
+                # Skip a run of padding in one C call: byte by byte, a header of zeros would
+                # cost a loop turn per byte.
+                pos = end - len(info[pos:].lstrip(b"\0"))
                 continue
             if pos + 2 > end:
                 raise MalformedHeaderError("truncated info block")
             (count,) = _U16.unpack_from(info, pos)
             pos += 2
+            if block != INFO_ACL_TOKEN:
+                entries_left -= count
+                if entries_left < 0:
+                    raise HeaderLimitError(f"header has more than {max_entries} entries")
             if block == INFO_INTKEYVALUE:
                 for _ in range(count):
                     key, size = _U16_PAIR.unpack_from(info, pos)
@@ -379,7 +470,7 @@ def parse_info(
         status = int(ints.get(IntKey.STATUS_CODE, b"0"))
         status_message = ints.get(IntKey.STATUS_MESSAGE, b"").decode()
     except (struct.error, UnicodeDecodeError, ValueError) as exc:
-        if isinstance(exc, MalformedHeaderError):
+        if isinstance(exc, ProtocolError):
             raise
         raise MalformedHeaderError(f"malformed frame header: {exc}") from exc
     service = strs.pop(SERVICE_KEY, "")
@@ -399,13 +490,20 @@ def parse_info(
     return parsed
 
 
-def _check_fixed(length: int, magic: int, words: int, max_frame_size: int) -> int:
+def _check_fixed(
+    length: int, magic: int, words: int, max_frame_size: int, seq_id: int | None = None
+) -> int:
     """Validate the fixed header; returns the frame's total size."""
     if magic != MAGIC:
         raise BadMagicError(f"bad magic 0x{magic:04x} (not a TTHeader frame)")
     total = length + 4
     if total > max_frame_size:
-        raise FrameTooLargeError(f"frame of {total} bytes exceeds the limit of {max_frame_size}")
+        raise FrameTooLargeError(
+            f"frame of {total} bytes exceeds the limit of {max_frame_size}",
+            total,
+            max_frame_size,
+            seq_id,
+        )
     if words * 4 < 2 or FIXED_SIZE + words * 4 > total:
         raise MalformedHeaderError(f"header size {words * 4} does not fit a {total}-byte frame")
     return total
@@ -426,9 +524,12 @@ def decode_frame(
     return frame_from_raw(seq_id, flags, bytes(view[FIXED_SIZE:body]), view[body:])
 
 
-def frame_from_raw(seq_id: int, flags: int, info: bytes, payload: memoryview) -> Frame:
-    """The Frame of what `FrameReader.read_raw` returns (parses the header info)."""
-    msg_type, method, service, timeout, status, message, metadata = parse_info(info)
+def frame_from_raw(
+    seq_id: int, flags: int, info: bytes, payload: memoryview, max_entries: int | None = None
+) -> Frame:
+    """The Frame of what `FrameReader.read_raw` returns (parses the header info; see
+    `parse_info` for `max_entries`)."""
+    msg_type, method, service, timeout, status, message, metadata = parse_info(info, max_entries)
     return Frame(
         seq_id, msg_type, method, service, payload, timeout, status, message, metadata, flags
     )
@@ -448,8 +549,8 @@ class FrameReader:
         """Bytes the next frame needs in total (14 until its header is visible); validates."""
         if len(buf) < FIXED_SIZE:
             return FIXED_SIZE
-        length, magic, _flags, _seq, words = _FIXED.unpack(buf.peek(FIXED_SIZE))
-        return _check_fixed(length, magic, words, self.max_frame_size)
+        length, magic, _flags, seq_id, words = _FIXED.unpack(buf.peek(FIXED_SIZE))
+        return _check_fixed(length, magic, words, self.max_frame_size, seq_id)
 
     def read_raw(self, buf: LinkBuffer) -> tuple[int, int, bytes, memoryview] | None:
         """The next complete frame as (seq_id, flags, header info bytes, payload view), or
@@ -461,7 +562,7 @@ class FrameReader:
         total = length + 4
         body = FIXED_SIZE + (words << 2)
         if magic != MAGIC or total > self.max_frame_size or words == 0 or body > total:
-            _check_fixed(length, magic, words, self.max_frame_size)  # raises the right error
+            _check_fixed(length, magic, words, self.max_frame_size, seq_id)  # raises
         if available < total:
             return None
         view = buf.next(total)

@@ -4,47 +4,65 @@ Three ways to run, sharing handler loading, logging, signal handling and the `Se
 hooks: one process (`--workers 1`, the default), a supervisor of N worker processes on one
 address (`--workers N`, see rpcpoll/server/supervisor.py and docs/workers.md), and one of those
 workers (the hidden `--worker-fd`, set only by the supervisor).
+
+Exit status: 0 after a graceful stop; 1 when serving fails (the address is taken, a registry
+cannot be reached, workers keep crashing); 2 for bad input (an unknown option, a bad value, a
+handler that cannot be loaded). Every failure is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
+import re
 import signal
 import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
 from ..discovery.base import DEFAULT_WEIGHT, DiscoveryError
 from ..service import Handler
+from ..transport.address import parse_address
+from .limits import DEFAULT_LIMITS, FD_RESERVE, ServerLimits
 from .registration import Registration, open_registry
 from .server import DEFAULT_MODE, MODES, Server
 from .supervisor import Supervisor, SupervisorLink, WorkerLaunch
 
-__all__ = ["ServeLifecycle", "load_handler", "serve_command"]
+__all__ = ["ServeLifecycle", "load_handler", "parse_size", "serve_command"]
 
 DEFAULT_HANDLER = "rpcpoll.examples.echo:EchoHandler"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 log = logging.getLogger("rpcpoll.server")
 
 
 def load_handler(spec: str) -> type[Handler]:
     """Import "package.module:ClassName" (the current directory is importable, as for python -m)
-    and check that it is a generated handler class."""
-    module_name, sep, class_name = spec.partition(":")
+    or load "path/to/file.py:ClassName" (its directory becomes importable, for its own
+    imports), and check that it is a generated handler class."""
+    module_name, sep, class_name = spec.rpartition(":")
     if not sep or not module_name or not class_name:
-        message = f"expected module:HandlerClass, got {spec!r}"
+        message = f"expected module:HandlerClass or path/to/file.py:HandlerClass, got {spec!r}"
         raise click.BadParameter(message, param_hint="HANDLER")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
+        if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+            module = _load_file(module_name)
+        else:
+            module = importlib.import_module(module_name)
     except ImportError as exc:
         message = f"cannot import {module_name!r}: {exc}"
+        raise click.BadParameter(message, param_hint="HANDLER") from None
+    except Exception as exc:  # the module itself failed while loading
+        message = f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
         raise click.BadParameter(message, param_hint="HANDLER") from None
     handler = getattr(module, class_name, None)
     if handler is None:
@@ -57,6 +75,147 @@ def load_handler(spec: str) -> type[Handler]:
             param_hint="HANDLER",
         )
     return handler
+
+
+def _load_file(path_text: str) -> Any:
+    """The module in a .py file, imported under its file name (its directory goes first on
+    sys.path, so that it imports its neighbours, e.g. its generated *_rpc module)."""
+    path = Path(path_text).expanduser().resolve()
+    if path.suffix != ".py":
+        raise ImportError(f"{path_text} is not a .py file (use module:Class for a module name)")
+    if not path.is_file():
+        raise ImportError(f"no such file: {path_text}")
+    name = path.stem
+    if not name.isidentifier():
+        raise ImportError(f"{path.name} cannot be imported: {name!r} is not a Python name")
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path_text}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def _check_address(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """HOST:PORT, [V6]:PORT or unix:/PATH, checked by the one parser servers and clients use
+    (`rpcpoll.transport.address.parse_address`)."""
+    if value is not None:
+        try:
+            parse_address(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+    return value
+
+
+_SIZE = re.compile(r"\s*(\d+)\s*([kKmMgG]?)(?:i?[bB])?\s*")
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from "1048576", "64KiB", "4MiB", "1GiB" (K, M, G, KB, MB, GB: binary multiples
+    too); ValueError otherwise."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"expected a size such as 65536, 64KiB or 4MiB, got {text!r}")
+    return int(match[1]) * _UNITS[match[2].upper()]
+
+
+def _check_size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+BYTES = "BYTES"  # a size flag: parsed by _check_size
+
+# (flag, ServerLimits field, type, help): one `rpcpoll serve` flag per limit (docs/limits.md).
+_LIMIT_FLAGS: list[tuple[str, str, Any, str]] = [
+    ("--max-connections", "max_connections", click.IntRange(min=1),
+     "connections served at once; more are refused at once"),
+    ("--max-calls", "max_calls", click.IntRange(min=1),
+     "calls running on worker threads at once; more get RESOURCE_EXHAUSTED"),
+    ("--max-calls-per-connection", "max_calls_per_connection", click.IntRange(min=1),
+     "calls running at once on one (multiplexed) connection; more get RESOURCE_EXHAUSTED"),
+    ("--max-frame-size", "max_frame_size", BYTES,
+     "largest request (connection closed) and reply (RESOURCE_EXHAUSTED instead)"),
+    ("--max-header-size", "max_header_size", BYTES,
+     "largest request header; larger gets RESOURCE_EXHAUSTED"),
+    ("--max-metadata-entries", "max_metadata_entries", click.IntRange(min=0),
+     "metadata entries per request; more gets RESOURCE_EXHAUSTED"),
+    ("--max-partial-bytes", "max_partial_bytes", BYTES,
+     "bytes all incomplete frames may hold; a connection going over is closed"),
+    ("--frame-timeout", "frame_timeout", click.FloatRange(min=0),
+     "seconds a started frame has to complete, else its connection closes (0: no limit)"),
+    ("--idle-timeout", "idle_timeout", click.FloatRange(min=0),
+     "seconds after which a connection with no traffic is closed (0: never)"),
+    ("--max-unsent-bytes", "max_unsent_bytes", BYTES,
+     "reply bytes a connection may queue before it is no longer read"),
+    ("--max-unread-bytes", "max_unread_bytes", BYTES,
+     "request bytes read ahead while a call runs on a connection"),
+]  # fmt: skip
+
+
+def _limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for flag, field, kind, text in reversed(_LIMIT_FLAGS):
+        default = getattr(DEFAULT_LIMITS, field)
+        shown = 0 if default is None else default
+        if kind is BYTES:
+            option = click.option(
+                flag, field, metavar=BYTES, callback=_check_size, help=f"{text} [default: {shown}]"
+            )
+        else:
+            option = click.option(flag, field, type=kind, help=f"{text} [default: {shown}]")
+        command = option(command)
+    return command
+
+
+def _limits_from(options: dict[str, Any]) -> ServerLimits:
+    names = {field for _flag, field, _kind, _text in _LIMIT_FLAGS}
+    given = {key: value for key, value in options.items() if value is not None and key in names}
+    for key in ("frame_timeout", "idle_timeout"):
+        if given.get(key) == 0:
+            given[key] = None
+    try:
+        return ServerLimits(**given)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _limit_argv(options: dict[str, Any]) -> list[str]:
+    """The limit flags again, for a worker's command line."""
+    argv = []
+    for flag, field, _kind, _text in _LIMIT_FLAGS:
+        value = options.get(field)
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += ["--release-memory-after", str(options.get("release_memory_after") or 0)]
+    return argv
+
+
+def _raise_fd_limit(max_connections: int) -> None:
+    """Raise the soft fd limit towards the hard one when max_connections needs it (as Go's
+    runtime does at start): a server out of fds cannot even refuse a connection."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = max_connections + FD_RESERVE
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            target = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, OSError, ValueError):
+        pass
 
 
 class ServeLifecycle:
@@ -108,9 +267,21 @@ class ServeLifecycle:
             self.registration.withdraw()
 
 
-@click.command("serve")
+_EPILOG = (
+    "Exit status: 0 after a graceful stop (SIGTERM, SIGINT); 1 when serving fails (address in"
+    " use, registry unreachable, workers crashing); 2 for bad arguments. Limits and what"
+    " clients see when one is hit: docs/limits.md."
+)
+
+
+@click.command("serve", epilog=_EPILOG)
 @click.argument("handler", required=False, default=DEFAULT_HANDLER)
-@click.option("--address", default=None, help="HOST:PORT to listen on [default: 127.0.0.1:8888]")
+@click.option(
+    "--address",
+    default=None,
+    callback=_check_address,
+    help="HOST:PORT to listen on [default: 127.0.0.1:8888]",
+)
 @click.option("--unix", "unix_path", default=None, help="listen on this Unix socket path instead")
 @click.option(
     "--workers",
@@ -160,7 +331,21 @@ class ServeLifecycle:
     help="seconds a crashed server stays registered (the lease TTL) [default: 10]",
 )
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="registered tag (repeat)")
-@click.option("--log-level", default="INFO", show_default=True, help="logging level")
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="logging level",
+)
+@click.option(
+    "--release-memory-after",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="seconds of quiet after which cached buffers are freed and the heap trimmed (0: never)",
+)
+@_limit_options
 # Set by the supervisor for its workers: the control channel, and the inherited Unix listener.
 @click.option("--worker-fd", type=int, default=None, hidden=True)
 @click.option("--worker-listen-fd", type=int, default=None, hidden=True)
@@ -180,8 +365,11 @@ def serve_command(
     log_level: str,
     worker_fd: int | None,
     worker_listen_fd: int | None,
+    release_memory_after: float,
+    **limit_options: Any,
 ) -> None:
-    """Serve HANDLER (module:Class, a subclass of a generated SHandler).
+    """Serve HANDLER (module:Class or path/to/file.py:Class, a subclass of a generated
+    SHandler).
 
     Without HANDLER, serves the bundled echo service (idl/echo.proto). Stops gracefully on
     SIGTERM or SIGINT: no new connections, in-flight calls get --exit-wait seconds, exit 0.
@@ -200,8 +388,11 @@ def serve_command(
         raise click.UsageError("give --address or --unix, not both")
     if worker_listen_fd is not None and not in_worker:
         raise click.UsageError("--worker-listen-fd needs --worker-fd")
+    limits = _limits_from(limit_options)
+    limit_options["release_memory_after"] = release_memory_after or None
     handler_class = load_handler(handler)
     target = f"unix:{unix_path}" if unix_path else (address or "127.0.0.1:8888")
+    _raise_fd_limit(limits.max_connections)
     # The single process and the supervisor both announce through these hooks; a worker
     # never does (its supervisor speaks for all of them).
     service = handler_class.SERVICE.full_name
@@ -212,11 +403,17 @@ def serve_command(
         raise click.UsageError("--service-name, --tag and --registry-ttl need --registry")
     lifecycle = ServeLifecycle(service, handler, workers, registration)
     if worker_fd is not None:
-        _serve_worker(handler_class, target, worker_fd, worker_listen_fd, exit_wait, mode)
+        _serve_worker(
+            handler_class, target, worker_fd, worker_listen_fd, exit_wait, mode, limits,
+            limit_options["release_memory_after"],
+        )  # fmt: skip
     elif workers == 1:
-        _serve_one(handler_class, target, lifecycle, exit_wait, mode)
+        _serve_one(
+            handler_class, target, lifecycle, exit_wait, mode, limits,
+            limit_options["release_memory_after"],
+        )  # fmt: skip
     else:
-        command = _worker_command(handler, exit_wait, mode, log_level)
+        command = _worker_command(handler, exit_wait, mode, log_level, _limit_argv(limit_options))
         _supervise(target, workers, command, lifecycle, exit_wait)
 
 
@@ -252,8 +449,17 @@ def _serve_one(
     lifecycle: ServeLifecycle,
     exit_wait: float,
     mode: str,
+    limits: ServerLimits,
+    release_memory_after: float | None,
 ) -> None:
-    server = Server(target, handler_class(), exit_wait=exit_wait, mode=mode)
+    server = Server(
+        target,
+        _instantiate(handler_class),
+        exit_wait=exit_wait,
+        mode=mode,
+        limits=limits,
+        release_memory_after=release_memory_after,
+    )
     stop = threading.Event()
     _on_stop_signals(stop.set)
     _start(server, target)
@@ -294,7 +500,7 @@ def _supervise(
 
 
 def _worker_command(
-    handler: str, exit_wait: float, mode: str, log_level: str
+    handler: str, exit_wait: float, mode: str, log_level: str, limit_argv: list[str]
 ) -> Callable[[WorkerLaunch], list[str]]:
     """The argv of a worker: this command again, as one process, told its fds."""
 
@@ -308,6 +514,7 @@ def _worker_command(
         else:
             argv += ["--address", launch.address]
         argv += ["--mode", mode]
+        argv += limit_argv
         return argv
 
     return command
@@ -320,6 +527,8 @@ def _serve_worker(
     listen_fd: int | None,
     exit_wait: float,
     mode: str,
+    limits: ServerLimits,
+    release_memory_after: float | None,
 ) -> None:
     """One worker under a supervisor: its own SO_REUSEPORT listener (or the inherited Unix one);
     stops on SIGTERM, or when the supervisor is gone."""
@@ -327,11 +536,13 @@ def _serve_worker(
     inherited = socket.socket(fileno=listen_fd) if listen_fd is not None else None
     server = Server(
         target,
-        handler_class(),
+        _instantiate(handler_class),
         exit_wait=exit_wait,
         mode=mode,
         reuse_port=True,
         listener=inherited,
+        limits=limits,
+        release_memory_after=release_memory_after,
     )
     stop = threading.Event()
     _on_stop_signals(stop.set)
@@ -347,6 +558,15 @@ def _serve_worker(
     link.close()
     if inherited is not None:
         inherited.close()
+
+
+def _instantiate(handler_class: type[Handler]) -> Handler:
+    try:
+        return handler_class()
+    except Exception as exc:
+        raise click.ClickException(
+            f"cannot create {handler_class.__name__}: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _start(server: Server, target: str) -> None:

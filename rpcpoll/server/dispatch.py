@@ -5,7 +5,9 @@ The error contract (the same as `rpcpoll.service.LocalChannel`'s):
 - a handler raising `RpcError` sends that code and message;
 - any other exception sends INTERNAL with a generic message; the traceback is logged, never sent;
 - an unknown service or method gets UNIMPLEMENTED; an undecodable request INVALID_ARGUMENT;
-- a call whose deadline passed before it could run gets DEADLINE_EXCEEDED without running.
+- a call whose deadline passed before it could run gets DEADLINE_EXCEEDED without running;
+- with limits set (`set_limits`): a header over `max_header_size` bytes or with too many
+  entries, and a reply that would exceed `max_frame_size`, get RESOURCE_EXHAUSTED.
 
 None of these affect the connection. Frames that are not calls are protocol errors, raised
 to the caller, which closes the connection.
@@ -22,6 +24,8 @@ from typing import Any
 from ..message import DecodeError, Message
 from ..protocol.frame import (
     Frame,
+    FrameTooLargeError,
+    HeaderLimitError,
     MessageType,
     ProtocolError,
     frame_from_raw,
@@ -60,6 +64,25 @@ class Dispatcher:
         # Header info bytes -> (route, timeout ms, metadata) for plain calls: most requests
         # repeat a few headers exactly, so they skip parsing and routing (see handle_raw).
         self._by_header: dict[bytes, tuple[Route, int | None, Mapping[str, str]] | None] = {}
+        # Limits (set_limits); None: unlimited, as before a server sets them.
+        self.max_header_size: int | None = None
+        self.max_header_entries: int | None = None
+        self.max_frame_size: int | None = None
+        self._oversized_routes: set[str] = set()  # routes whose oversized reply was logged
+
+    def set_limits(
+        self,
+        *,
+        max_header_size: int | None = None,
+        max_header_entries: int | None = None,
+        max_frame_size: int | None = None,
+    ) -> None:
+        """Answer RESOURCE_EXHAUSTED to a call whose header has more than `max_header_size`
+        bytes or `max_header_entries` entries, and instead of a reply larger than
+        `max_frame_size`."""
+        self.max_header_size = max_header_size
+        self.max_header_entries = max_header_entries
+        self.max_frame_size = max_frame_size
 
     def register(self, handler: Handler) -> None:
         """Serve every unary method of `handler`'s generated service."""
@@ -100,11 +123,23 @@ class Dispatcher:
         A call whose header was seen before runs straight from the cache; anything else
         (first sight, exceptions to the plain case) goes through the full `handle`.
         """
+        limit = self.max_header_size
+        if limit is not None and len(info) > limit:  # before hashing or parsing it
+            message = f"request header of {len(info)} bytes exceeds the limit of {limit}"
+            write_exception(out, seq_id, StatusCode.RESOURCE_EXHAUSTED, message, extra, flags)
+            return
         entry = self._by_header.get(info)
         if entry is None:
-            entry = self._learn(info)
+            try:
+                entry = self._learn(info)
+                if entry is None:
+                    frame = frame_from_raw(seq_id, flags, info, payload, self.max_header_entries)
+            except HeaderLimitError as exc:
+                code = StatusCode.RESOURCE_EXHAUSTED
+                write_exception(out, seq_id, code, f"request {exc}", extra, flags)
+                return
             if entry is None:
-                self.handle(frame_from_raw(seq_id, flags, info, payload), out, extra)
+                self.handle(frame, out, extra)
                 return
         route, timeout_ms, metadata = entry
         self._invoke(route, seq_id, flags, payload, timeout_ms, metadata, out, extra, False)
@@ -192,11 +227,20 @@ class Dispatcher:
         reply_metadata = context.reply_metadata
         if extra:
             reply_metadata = {**reply_metadata, **extra}
-        write_reply(out, seq_id, body, reply_metadata, flags)
+        try:
+            write_reply(out, seq_id, body, reply_metadata, flags, self.max_frame_size)
+        except FrameTooLargeError as exc:
+            if route.where not in self._oversized_routes:  # once per method: no log flood
+                self._oversized_routes.add(route.where)
+                log.warning("%s: %s; answering RESOURCE_EXHAUSTED", route.where, exc)
+            message = f"{route.where}: {exc}"
+            code = StatusCode.RESOURCE_EXHAUSTED
+            write_exception(out, seq_id, code, message, extra, flags)
 
     def _learn(self, info: bytes) -> tuple[Route, int | None, Mapping[str, str]] | None:
         """Cache the route of a plain call's header; None for anything else."""
-        msg_type, method, service, timeout, _status, _message, metadata = parse_info(info)
+        parsed = parse_info(info, self.max_header_entries)
+        msg_type, method, service, timeout, _status, _message, metadata = parsed
         route = self.route(service, method)
         if (
             msg_type is not MessageType.CALL

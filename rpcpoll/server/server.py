@@ -23,6 +23,14 @@ Where in-order calls run (`mode`):
 
 (A client that mixes in-order and out-of-order calls on one connection may see an
 out-of-order reply wait for an in-order call.)
+
+Limits (rpcpoll/server/limits.py, docs/limits.md). Calls are counted where they reach a worker
+thread (out-of-order calls, and every call of a connection served on the pool); a call that
+finds `max_calls` counted, or its connection at `max_calls_per_connection`, is answered
+RESOURCE_EXHAUSTED at once from a precomputed header, and a connection at its own limit is not
+read until one of its calls ends. The batch loop stops decoding once the replies it has
+written reach `max_unsent_bytes`; the transport then stops reading the connection until they
+drain. Both checks are an int compare per frame.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import socket
 import threading
 import time
 from collections import deque
+from dataclasses import fields, replace
 from functools import partial
 from typing import Any
 
@@ -41,17 +50,23 @@ from ..protocol.frame import (
     FLAG_OUT_OF_ORDER,
     FrameReader,
     ProtocolError,
+    exception_info,
+    refusal_frame,
+    write_info_frame,
 )
+from ..protocol.status import StatusCode
 from ..service import Handler
 from ..transport.address import format_address, parse_address
 from ..transport.connection import Connection
 from ..transport.errors import TransportError
 from ..transport.eventloop import EventLoop
 from ..transport.linkbuffer import LinkBuffer
+from ..transport.memory import MemoryReleaser
 from ..transport.net import Listener, convert_listener, create_listener
 from ..transport.poller import Poller, manager
 from ..transport.worker_pool import WorkerPool, default_pool
 from .dispatch import Dispatcher, Route
+from .limits import DEFAULT_LIMITS, ServerLimits, fd_capped
 
 __all__ = ["Server"]
 
@@ -62,29 +77,40 @@ MODES = ("auto", "pool", "poller")
 DEFAULT_MODE = "auto"
 
 
+_OVERLOADED = "server overloaded: {} calls in progress"
+_CONNECTION_FULL = "connection has {} calls in progress"
+
+
 class _ConnState:
     """Per-connection server state (the EventLoop context of each connection)."""
 
-    __slots__ = ("count_lock", "inflight", "lock", "pooled", "replies")
+    __slots__ = ("inflight", "lock", "paused", "pooled", "replies")
 
     def __init__(self) -> None:
         self.pooled = False  # "auto" mode: this connection's calls have moved to the pool
         self.lock = threading.Lock()  # held by whoever writes: the batch loop, or a reply flusher
         self.replies: deque[LinkBuffer] = deque()  # out-of-order replies waiting to be sent
-        self.count_lock = threading.Lock()
-        self.inflight = 0  # out-of-order calls still running
+        self.inflight = 0  # out-of-order calls still running (changed under Server._calls_lock)
+        self.paused = False  # reading paused: max_calls_per_connection reached
 
 
 class Server:
     """Serves registered handlers on one address ("host:port" or "unix:/path").
 
-    Options: `max_frame_size` (bytes, default 4 MiB), `exit_wait` (seconds `shutdown()` waits
-    for in-flight calls by default, 5), `idle_timeout` (close connections idle this long,
-    default 600 s; None keeps them), `mode` ("auto", "pool" or "poller": where calls run, see
-    the module docs; `run_on_poller=True` is mode "poller"), `reuse_port`
-    (SO_REUSEPORT, for several processes on one port), `pool` (the WorkerPool for calls),
-    `listener` (an already listening socket to serve instead of binding `address`, e.g. one
-    inherited from a supervisor; the caller keeps and closes it).
+    Options: `exit_wait` (seconds `shutdown()` waits for in-flight calls by default, 5),
+    `mode` ("auto", "pool" or "poller": where calls run, see the module docs;
+    `run_on_poller=True` is mode "poller"), `reuse_port` (SO_REUSEPORT, for several processes
+    on one port), `pool` (the WorkerPool for calls), `listener` (an already listening socket to
+    serve instead of binding `address`, e.g. one inherited from a supervisor; the caller keeps
+    and closes it), `release_memory_after` (seconds of quiet after which cached buffers are
+    dropped and the allocator trimmed, default 5; None never).
+
+    Limits, each a keyword of `ServerLimits` (defaults in rpcpoll/server/limits.py, what a
+    client sees in docs/limits.md): `max_connections`, `max_calls`,
+    `max_calls_per_connection`, `max_frame_size` (4 MiB), `max_header_size`,
+    `max_metadata_entries`, `max_partial_bytes`, `frame_timeout`, `idle_timeout` (600 s; None
+    keeps idle connections), `max_unsent_bytes`, `max_unread_bytes`; or all at once as
+    `limits=ServerLimits(...)` (keywords given as well override it).
     """
 
     def __init__(
@@ -93,13 +119,27 @@ class Server:
         *handlers: Handler,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         exit_wait: float = 5.0,
-        idle_timeout: float | None = 600.0,
+        idle_timeout: float | None = DEFAULT_LIMITS.idle_timeout,
         run_on_poller: bool = False,
         reuse_port: bool = False,
         pool: WorkerPool | None = None,
         listener: socket.socket | None = None,
         mode: str = DEFAULT_MODE,
+        limits: ServerLimits | None = None,
+        release_memory_after: float | None = 5.0,
+        **limit_options: Any,
     ) -> None:
+        base = limits or DEFAULT_LIMITS
+        if max_frame_size != DEFAULT_MAX_FRAME_SIZE:
+            limit_options["max_frame_size"] = max_frame_size
+        if idle_timeout != DEFAULT_LIMITS.idle_timeout:
+            limit_options["idle_timeout"] = idle_timeout
+        try:
+            self.limits = replace(base, **limit_options)
+        except TypeError:
+            unknown = sorted(set(limit_options) - {f.name for f in fields(ServerLimits)})
+            raise TypeError(f"Server() got unknown options: {', '.join(unknown)}") from None
+        limits = self.limits
         if run_on_poller:
             mode = "poller"
         if mode not in MODES:
@@ -110,7 +150,29 @@ class Server:
         self._network, self._address = parse_address(address)
         self._given_listener = listener
         self.dispatcher = Dispatcher()
-        self._frames = FrameReader(max_frame_size)
+        self.dispatcher.set_limits(
+            max_header_size=limits.max_header_size,
+            max_header_entries=limits.max_header_entries,
+            max_frame_size=limits.max_frame_size,
+        )
+        self._frames = FrameReader(limits.max_frame_size)
+        self._calls_lock = threading.Lock()
+        self._calls = 0  # calls running on worker threads (module docs, Limits)
+        self._max_calls = limits.max_calls
+        self._max_conn_calls = limits.max_calls_per_connection
+        self._max_unsent = limits.max_unsent_bytes
+        code = StatusCode.RESOURCE_EXHAUSTED
+        overloaded = _OVERLOADED.format(limits.max_calls)
+        full = _CONNECTION_FULL.format(limits.max_calls_per_connection)
+        # Load-shedding answers, header computed once: (server full, connection full), each
+        # without and with the drain marker.
+        drain = _DRAIN_METADATA
+        self._shed_info = (
+            (exception_info(code, overloaded), exception_info(code, full)),
+            (exception_info(code, overloaded, drain), exception_info(code, full, drain)),
+        )
+        self._release_after = release_memory_after
+        self._releaser: MemoryReleaser | None = None
         self.exit_wait = exit_wait
         self._reuse_port = reuse_port
         self._pool = pool or default_pool()
@@ -125,11 +187,19 @@ class Server:
         self._loop = EventLoop(
             self._on_request,
             on_prepare=self._on_prepare,
-            idle_timeout=idle_timeout,
-            close_idle=idle_timeout is not None,
+            idle_timeout=limits.idle_timeout,
+            close_idle=limits.idle_timeout is not None,
             run_on_poller=mode != "pool",
             runner=self._pool if mode == "pool" else None,
             is_busy=self._is_busy,
+            max_connections=limits.max_connections,
+            refusal=refusal_frame(
+                int(code), f"too many connections (the server's limit is {limits.max_connections})"
+            ),
+            max_unsent=limits.max_unsent_bytes,
+            max_unread=limits.max_unread_bytes,
+            partial_timeout=limits.frame_timeout,
+            partial_budget=limits.max_partial_bytes,
         )
         for handler in handlers:
             self.register(handler)
@@ -157,6 +227,7 @@ class Server:
             raise RuntimeError("server already started")
         if not self.dispatcher.services:
             raise RuntimeError("register at least one handler before starting the server")
+        self._loop.max_connections = fd_capped(self.limits.max_connections)
         if self._given_listener is not None:
             self._listener = convert_listener(self._given_listener)
         else:
@@ -171,7 +242,11 @@ class Server:
             for poller in self._watched:
                 poller.watch_stalls()
         self._thread.start()
+        if self._release_after is not None:
+            self._releaser = MemoryReleaser(self._release_after, self._pool)
+            self._releaser.start()
         log.info("rpcpoll server listening on %s", self.address)
+        log.debug("limits: %s", self.limits.describe())
 
     def serve(self) -> None:
         """Start (if not started) and block until `shutdown()`."""
@@ -184,13 +259,18 @@ class Server:
     def shutdown(self, timeout: float | None = None) -> bool:
         """Graceful stop: stop accepting, let in-flight calls finish, close connections.
 
-        Replies sent from now on tell clients not to reuse their connection. Waits up to
-        `timeout` seconds (default `exit_wait`); returns whether every call finished in time.
+        The listener closes first (connections that completed their handshake are served:
+        transport/eventloop.py, "Stopping"), and only then do replies tell clients not to reuse
+        their connection, so a client that obeys at once is refused at connect time instead of
+        landing in a backlog that is about to be reset. Waits up to `timeout` seconds (default
+        `exit_wait`); returns whether every call finished in time.
         """
         timeout = self.exit_wait if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        self._draining = True
         self._loop.stop_accepting()
+        self._draining = True
+        if self._releaser is not None:
+            self._releaser.stop()
         # A request may already be on its way over a connection that looks idle: give it a
         # moment to land before idle connections are closed (Kitex waits 100 ms too).
         time.sleep(min(0.1, timeout / 4))
@@ -224,6 +304,8 @@ class Server:
         handle = self.dispatcher.handle_raw
         extra = _DRAIN_METADATA if self._draining else None
         auto = self._auto and not state.pooled
+        max_calls, max_unsent = self._max_calls, self._max_unsent
+        unsent = writer.malloc_len
         if auto:
             poller = conn.poller
             cached_route = self.dispatcher.cached_route
@@ -236,10 +318,16 @@ class Server:
                     if raw is None:
                         break
                     seq_id, flags, info, payload = raw
-                    if flags & FLAG_OUT_OF_ORDER and not self._run_on_poller:
-                        with state.count_lock:
-                            state.inflight += 1
-                        self._pool.submit(partial(self._serve_out_of_order, conn, state, raw))
+                    if self._calls >= max_calls:  # load shedding: no decoding, no hop
+                        write_info_frame(
+                            writer, seq_id, self._shed_info[extra is not None][0], b"", flags
+                        )
+                    elif flags & FLAG_OUT_OF_ORDER and not self._run_on_poller:
+                        if self._start_out_of_order(conn, state):
+                            self._pool.submit(partial(self._serve_out_of_order, conn, state, raw))
+                        else:
+                            shed = self._shed_info[extra is not None][1]
+                            write_info_frame(writer, seq_id, shed, b"", flags)
                     elif auto:
                         # Mode "auto": on this poller thread unless the method is known to
                         # block; the watchdog times each call (poller.py, "Hand-off").
@@ -252,8 +340,18 @@ class Server:
                         if not still_polling():  # the loop moved on: this thread is a worker
                             auto = False
                             self._leave_poller(conn, state, route or cached_route(info))
-                    else:
+                    elif self._run_on_poller:
                         handle(seq_id, flags, info, payload, writer, extra)
+                    else:  # on a worker thread: counted
+                        with self._calls_lock:
+                            self._calls += 1
+                        try:
+                            handle(seq_id, flags, info, payload, writer, extra)
+                        finally:
+                            with self._calls_lock:
+                                self._calls -= 1
+                    if unsent() > max_unsent:
+                        break  # flush first; the transport pauses reading if it cannot drain
                 reader.release()
                 self._link_replies(state, writer)
                 if writer.malloc_len():
@@ -278,15 +376,46 @@ class Server:
         state.pooled = True
         conn.set_runner(self._pool)
 
+    def _start_out_of_order(self, conn: Connection, state: _ConnState) -> bool:
+        """Count an out-of-order call in, unless its connection is at its limit (False). A
+        connection reaching its limit is not read until one of its calls ends."""
+        limit = self._max_conn_calls
+        with self._calls_lock:
+            if state.inflight >= limit:
+                return False
+            state.inflight += 1
+            self._calls += 1
+            pause = state.inflight >= limit and not state.paused
+            if pause:
+                state.paused = True
+        if pause:
+            conn.pause_reading()
+        return True
+
+    def _end_out_of_order(self, conn: Connection, state: _ConnState) -> None:
+        with self._calls_lock:
+            state.inflight -= 1
+            self._calls -= 1
+            resume = state.paused and state.inflight < self._max_conn_calls
+            if resume:
+                state.paused = False
+        if resume:
+            conn.resume_reading()
+
     def _serve_out_of_order(
         self, conn: Connection, state: _ConnState, raw: tuple[int, int, bytes, memoryview]
     ) -> None:
         # The call runs without the lock, into its own buffer; the reply is queued and sent
         # by whichever thread holds the connection's lock next (one sendmsg for all queued).
+        # It is counted out before its reply goes: a client that answers a reply with its next
+        # call must never find this one still counted.
         reply = LinkBuffer()
+        counted = True
         try:
             extra = _DRAIN_METADATA if self._draining else None
             self.dispatcher.handle_raw(*raw, reply, extra)
+            counted = False
+            self._end_out_of_order(conn, state)
             state.replies.append(reply)
             self._send_replies(conn, state)
         except ProtocolError as exc:
@@ -295,8 +424,8 @@ class Server:
         except TransportError as exc:
             log.debug("connection %r went away: %s", conn, exc)
         finally:
-            with state.count_lock:
-                state.inflight -= 1
+            if counted:
+                self._end_out_of_order(conn, state)
 
     def _send_replies(self, conn: Connection, state: _ConnState) -> None:
         """Send the queued out-of-order replies, unless another thread holds the lock: that

@@ -12,12 +12,21 @@ def parse_address(spec: str | tuple[str, int]) -> tuple[str, str | tuple[str, in
 
     "unix:/run/app.sock" -> ("unix", "/run/app.sock"); "127.0.0.1:8080" or ("127.0.0.1", 8080)
     -> ("tcp", ("127.0.0.1", 8080)); "[::1]:8080" -> ("tcp", ("::1", 8080)).
+
+    The one parser of addresses for servers, clients, the CLI and discovery: ValueError with a
+    one-line message for anything else (no port, a port over 65535, a URL such as http://).
     """
     if isinstance(spec, str) and spec.startswith("unix:"):
         path = spec[len("unix:") :]
         if not path:
             raise ValueError("a unix address needs a path: unix:/path/to.sock")
         return "unix", path
+    if isinstance(spec, str) and "://" in spec:
+        scheme = spec.partition("://")[0]
+        raise ValueError(
+            f"unsupported address {spec!r}: rpcpoll does not speak {scheme}; use HOST:PORT,"
+            " [V6]:PORT, unix:/PATH or (for a client) etcd://HOST:PORT/SERVICE"
+        )
     return "tcp", parse_tcp_address(spec)
 
 

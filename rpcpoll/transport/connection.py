@@ -24,6 +24,21 @@ Requests. `on_request(ctx, conn)` runs at most once at a time per connection, on
 (the worker pool, or the poller thread itself). It is re-run while unread input remains and the
 last call consumed some; a call that consumes nothing waits for more bytes (netpoll would spin).
 
+Backpressure. Reading stops (the fd leaves the poller's read set, so the peer's TCP window
+closes) while any pause reason holds: `pause_reading()` (the user's), more than `max_unsent`
+bytes of output waiting to be sent (until the poller has sent it down to half of that), or
+more than `max_unread` bytes of input waiting while a handler runs (until it returns). While
+paused by the user or by output, on_request is not called either. Each check is one compare
+where the state changes (a flush that fills the socket, a read while a handler runs); the
+poller's read interest changes only when a pause starts or ends.
+
+Incomplete messages. When on_request returns without consuming the input it was given, the
+input is an incomplete message (half a frame). With `set_partial_limits`, it must be completed
+within `timeout` seconds of when it started (the first stall after the handler last consumed
+anything), and the bytes it holds are charged to a `PartialBudget` shared by connections; a
+connection past the deadline, or whose message would exceed the budget, is closed. Input held
+while reading is paused is not an incomplete message.
+
 Closing. `close()` (or a peer hang-up, when the connection has handlers) runs the close
 callbacks exactly once, last-added first, after any running handler returns. The last one is
 the connection's own finalizer: it posts the release of the buffers and the socket to the poller
@@ -41,6 +56,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .budget import PartialBudget
 from .errors import (
     ConcurrentAccessError,
     ConnectionClosedError,
@@ -66,6 +82,12 @@ _INITIAL_READ = 8 * 1024
 _MAX_READ = 8 * 1024 * 1024
 _MAX_IOV = 64
 _RETRY_CLOSE = 0.001
+
+# Why reading is paused (bits of Connection._paused).
+_PAUSE_USER = 1  # pause_reading()
+_PAUSE_OUTPUT = 2  # more than max_unsent bytes wait to be sent
+_PAUSE_INPUT = 4  # more than max_unread bytes wait while a handler runs
+_HOLD_HANDLER = _PAUSE_USER | _PAUSE_OUTPUT  # reasons that also stop on_request
 
 
 class _Closing(enum.IntEnum):
@@ -177,6 +199,19 @@ class Connection:
         self._wait_size = 0
         self._flush_lock = threading.Lock()
         self._draining = False
+        # Backpressure (module docs): pause reasons, and the bounds that set them. The lock
+        # orders changes of what the poller watches (read, write) with the state behind them.
+        self._interest_lock = threading.Lock()
+        self._paused = 0
+        self._max_unsent: int | None = None
+        self._max_unread: int | None = None
+        # Incomplete messages (module docs).
+        self._partial_timeout: float | None = None
+        self._partial_budget: PartialBudget | None = None
+        self._partial_since = 0.0  # when the current incomplete message started (0: none)
+        self._partial_mark = 0  # input bytes consumed at that time
+        self._partial_held = 0  # bytes charged to the budget
+        self._partial_timer: TimerHandle | None = None
 
         self._read_timeout: float | None = None
         self._write_timeout: float | None = None
@@ -219,6 +254,9 @@ class Connection:
         if self._closing is _Closing.OPEN and not self._registered and not self._direct:
             self._registered = self._poller_bound = True
             self._poller.register(self._fd, self._on_event)
+            if self._paused:  # paused before it was watched (in on_prepare, say)
+                with self._interest_lock:
+                    self._watch_locked()
 
     # ------------------------------------------------------------------ identity
 
@@ -396,6 +434,139 @@ class Connection:
             self._last_active = time.monotonic()
             self._poller.call_soon(self._arm_idle_timer)
 
+    # ------------------------------------------------------------------ backpressure
+
+    def pause_reading(self) -> None:
+        """Stop reading from the socket (and calling on_request) until `resume_reading()`.
+
+        Bytes already buffered stay buffered; the peer's sends stall once the kernel buffers
+        fill. A peer's hang-up or reset is still noticed. Any thread; idempotent. A direct
+        connection reads only when asked to, so this only matters once it is polled.
+        """
+        self._pause(_PAUSE_USER)
+
+    def resume_reading(self) -> None:
+        """Undo `pause_reading()` (other pause reasons may still hold); on_request runs again
+        if bytes are waiting. Any thread; idempotent."""
+        self._resume(_PAUSE_USER)
+
+    @property
+    def reading_paused(self) -> bool:
+        """Whether reading is paused right now, for any reason."""
+        return bool(self._paused)
+
+    @property
+    def unsent_bytes(self) -> int:
+        """Bytes written to the output buffer and not yet handed to the kernel."""
+        out = self._output
+        return len(out) + out._pending
+
+    def set_buffer_limits(self, *, unsent: int | None = None, unread: int | None = None) -> None:
+        """Backpressure bounds (module docs; None: no bound). With more than `unsent` bytes
+        waiting to be sent, reading stops until the poller has sent them down to half of that;
+        with more than `unread` bytes received while a handler runs, reading stops until the
+        handler returns."""
+        if (unsent is not None and unsent < 1) or (unread is not None and unread < 1):
+            raise ValueError("buffer limits must be positive (or None)")
+        self._max_unsent = unsent
+        self._max_unread = unread
+
+    def set_partial_limits(
+        self, timeout: float | None = None, budget: PartialBudget | None = None
+    ) -> None:
+        """Limits of an incomplete message (module docs): it must complete within `timeout`
+        seconds, and the bytes it holds are charged to `budget`; else the connection closes."""
+        if timeout is not None and timeout <= 0:
+            raise ValueError("a partial-message timeout must be positive (or None)")
+        self._partial_timeout = timeout
+        self._partial_budget = budget
+
+    def _pause(self, reason: int) -> None:
+        with self._interest_lock:
+            was = self._paused
+            if was & reason:
+                return
+            self._paused = was | reason
+            if not was:
+                self._watch_locked()
+
+    def _resume(self, reason: int) -> None:
+        with self._interest_lock:
+            if not self._paused & reason:
+                return
+            self._paused &= ~reason
+            if self._paused:
+                return
+            self._watch_locked()
+        # Bytes may have waited for the pause to end (and a handler stalled meanwhile).
+        if self._on_request is not None and len(self._input) and self._closing is _Closing.OPEN:
+            self._schedule()
+
+    def _set_draining(self, draining: bool) -> None:
+        # Write interest goes on before `_draining` says so and off before it stops saying so:
+        # a flusher that sees `_draining` False may send at once (see flush).
+        with self._interest_lock:
+            if draining:
+                self._draining = True
+                self._watch_locked()
+            else:
+                self._watch_locked(write=False)
+                self._draining = False
+
+    def _watch_locked(self, write: bool | None = None) -> None:
+        """Tell the poller what to watch, from the state (call with _interest_lock held)."""
+        if self._registered:
+            if write is None:
+                write = self._draining
+            if self._paused:
+                self._poller.modify(self._fd, write, False)
+            else:
+                self._poller.modify(self._fd, write)
+
+    # ------------------------------------------------------------------ incomplete messages
+
+    def _track_partial(self, held: int) -> None:
+        """After the request loop: `held` bytes wait in an incomplete message (0: none)."""
+        if held:
+            mark = self._input._consumed
+            if not self._partial_since or mark != self._partial_mark:
+                self._partial_mark = mark  # a new message: its clock starts now
+                self._partial_since = time.monotonic()
+                if self._partial_timeout is not None and self._partial_timer is None:
+                    self._partial_timer = self._poller.call_later(
+                        self._partial_timeout, self._check_partial
+                    )
+        else:
+            self._partial_since = 0.0
+        budget = self._partial_budget
+        if budget is not None and held != self._partial_held:
+            if not budget.charge(self._partial_held, held):
+                log.warning(
+                    "closing %r: its incomplete message of %d bytes would exceed the budget"
+                    " of %d bytes for incomplete messages (%d in use)",
+                    self, held, budget.limit, budget.used,
+                )  # fmt: skip
+                self.close()
+                return
+            self._partial_held = held
+
+    def _check_partial(self) -> None:
+        """The partial-message timer (poller thread): close the connection if the message
+        that started the clock is still incomplete, else wait for the current one's due time."""
+        self._partial_timer = None
+        since, timeout = self._partial_since, self._partial_timeout
+        if not since or timeout is None or self._closing is not _Closing.OPEN:
+            return
+        remaining = since + timeout - time.monotonic()
+        if remaining <= 0 and self._input._consumed == self._partial_mark:
+            log.info(
+                "closing %r: a message started %.1f s ago is still incomplete (%d bytes)",
+                self, timeout - remaining, len(self._input),
+            )  # fmt: skip
+            self.close()
+            return
+        self._partial_timer = self._poller.call_later(max(remaining, 0.001), self._check_partial)
+
     @property
     def poller(self) -> Poller:
         """The poller that drives this connection."""
@@ -493,6 +664,11 @@ class Connection:
         self._output._seal_writes("connection has been closed")
         if self._idle_timer is not None:
             self._idle_timer.cancel()
+        if self._partial_timer is not None:
+            self._partial_timer.cancel()
+        if self._partial_budget is not None and self._partial_held:
+            self._partial_budget.charge(self._partial_held, 0)
+            self._partial_held = 0
         if self._registered:
             self._registered = False
             self._poller.unregister(self._fd)
@@ -686,6 +862,9 @@ class Connection:
             if self._direct:  # no poller would send the rest: wait here, on any thread
                 self._send_until_drained(out, deadline)
                 return
+            limit = self._max_unsent
+            if limit is not None and len(out) > limit and self._draining:
+                self._pause(_PAUSE_OUTPUT)  # resumed by the poller as the socket drains
             if on_poller_thread():
                 return  # the poller sends the rest when the socket drains
             while True:
@@ -721,8 +900,7 @@ class Connection:
                 break
         if self._direct:
             return False  # the caller waits for writability on its own thread
-        self._draining = True
-        self._poller.modify(self._fd, write=True)
+        self._set_draining(True)
         return False
 
     def _send_until_drained(self, out: LinkBuffer, deadline: float | None) -> None:
@@ -788,16 +966,25 @@ class Connection:
             _trigger(self._read_trigger)
         if self._on_request is not None:
             self._schedule()
+            limit = self._max_unread
+            if limit is not None and len(self._input) >= limit and self._processing.locked():
+                self._pause(_PAUSE_INPUT)
+                # The handler may have returned before it could see the pause: it resumes
+                # reading when it leaves, so if it has left, resume here (either may win).
+                if not self._processing.locked():
+                    self._resume(_PAUSE_INPUT)
 
     def _on_writable(self) -> None:
         out = self._output
         sendmsg = self._sock.sendmsg
+        drained = True
         while len(out):
             views = out.get_bytes(_MAX_IOV)
             try:
                 sent = sendmsg(views)
             except BlockingIOError:
-                return
+                drained = False
+                break
             except OSError as exc:
                 del views
                 self._draining = False
@@ -806,9 +993,13 @@ class Connection:
             del views
             out.skip(sent)
             out.release()
-        self._poller.modify(self._fd, write=False)
-        self._draining = False
-        _trigger(self._write_trigger)
+        if drained:
+            self._set_draining(False)
+            _trigger(self._write_trigger)
+        if self._paused & _PAUSE_OUTPUT:
+            limit = self._max_unsent
+            if limit is None or len(out) <= limit // 2:
+                self._resume(_PAUSE_OUTPUT)
 
     def _hangup(self) -> None:
         """The peer closed (or the socket failed): wake waiters, then run the close path."""
@@ -887,15 +1078,17 @@ class Connection:
         inbuf = self._input
         while True:
             committed = inbuf._flushed
+            stalled = False
             try:
                 while self._closing is not _Closing.USER:
                     on_request = self._on_request
-                    if on_request is None or not len(inbuf):
+                    if on_request is None or not len(inbuf) or self._paused & _HOLD_HANDLER:
                         break
                     consumed = inbuf._consumed
                     committed = inbuf._flushed
                     on_request(self.context, self)
                     if inbuf._consumed == consumed and inbuf._flushed == committed:
+                        stalled = True
                         break  # no progress: wait for more bytes
             except ConnectionClosedError as exc:  # the peer went away mid-request: routine
                 log.debug("on_request of %r: %s; closing it", self, exc)
@@ -903,11 +1096,19 @@ class Connection:
             except Exception:
                 log.exception("on_request of %r failed; closing it", self)
                 self.close()
+            # One check on the common path (everything consumed, no message pending).
+            if (self._partial_since or stalled) and (
+                self._partial_timeout is not None or self._partial_budget is not None
+            ):
+                held = stalled and not self._paused & _HOLD_HANDLER
+                self._track_partial(len(inbuf) if held else 0)
             closing = self._closing
             if closing is _Closing.USER or (closing is _Closing.PEER and self._hangup_handled):
                 self._run_close_callbacks()  # keeps _processing: nothing runs after this
                 return
             self._processing.release()
+            if self._paused & _PAUSE_INPUT:
+                self._resume(_PAUSE_INPUT)  # the handler caught up: read again
             # Double-check (netpoll #304): bytes or a close that arrived while we were leaving
             # found the lock taken and relied on us.
             if self._closing is not _Closing.OPEN:

@@ -11,18 +11,34 @@ Handlers run on the worker pool unless `run_on_poller=True`, which runs them on 
 thread: no thread hop (the fastest mode) but a handler must never block, since the poller
 cannot receive while it runs. A handler that raises gets its connection closed and the error
 logged; the loop and every other connection carry on.
+
+Limits (all off unless given): `max_connections` (a connection beyond it is accepted, sent
+`refusal` and closed at once, so its client learns promptly instead of waiting in the backlog),
+`max_unsent` / `max_unread` (each connection's backpressure bounds, `Connection.
+set_buffer_limits`), `partial_timeout` / `partial_budget` (incomplete messages, `Connection.
+set_partial_limits`; the budget is shared by the loop's connections).
+
+Stopping. `stop_accepting()` first stops the kernel from completing new handshakes on a TCP
+listener (a drop-all socket filter: a client's SYN goes unanswered, and once the listener is
+closed its retry is refused), then accepts and serves what is already in the backlog, then
+closes the listener. A client that completed its handshake is therefore served, never reset
+with its request unread, and a client arriving later is refused at connect time.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import select
 import socket
+import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from .budget import PartialBudget
 from .connection import Connection, OnRequest, Runner, run_inline
 from .net import Listener, convert_listener
 from .poll_backend import READABLE
@@ -60,6 +76,12 @@ class EventLoop:
         run_on_poller: bool = False,
         runner: Runner | None = None,
         is_busy: Callable[[Any, Connection], bool] | None = None,
+        max_connections: int | None = None,
+        refusal: bytes = b"",
+        max_unsent: int | None = None,
+        max_unread: int | None = None,
+        partial_timeout: float | None = None,
+        partial_budget: int | None = None,
     ) -> None:
         self.on_request = on_request
         self.on_prepare = on_prepare
@@ -73,6 +95,15 @@ class EventLoop:
         # An extra busy check for shutdown: work the loop cannot see, such as calls a server
         # runs on other threads for a connection.
         self._is_busy = is_busy
+        if max_connections is not None and max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        self.max_connections = max_connections
+        self.refusal = refusal
+        self.refused = 0  # connections refused by max_connections (or out of fds)
+        self.max_unsent = max_unsent
+        self.max_unread = max_unread
+        self.partial_timeout = partial_timeout
+        self.partial_budget = None if partial_budget is None else PartialBudget(partial_budget)
         self._lock = threading.Lock()
         self._connections: set[Connection] = set()
         self._listener: Listener | None = None
@@ -144,16 +175,19 @@ class EventLoop:
             listener, poller = self._listener, self._poller
         if listener is None or poller is None or listener.socket.fileno() < 0:
             return
+        _refuse_new_handshakes(listener.socket)
         poller.unregister(listener.fileno())
-        if poller.in_poller_thread() or poller.closed:
-            listener.close()
-            return
         done = threading.Event()
 
         def close_listener() -> None:
+            # What completed its handshake before the filter went on is served, not reset.
+            self._accept_backlog(listener)
             listener.close()
             done.set()
 
+        if poller.in_poller_thread() or poller.closed:
+            close_listener()
+            return
         poller.call_soon(close_listener)  # never close an fd the poller may be accepting on
         done.wait(5.0)
 
@@ -161,7 +195,13 @@ class EventLoop:
         listener = self._listener
         if self._closing or listener is None or not mask & READABLE:
             return
-        for _ in range(_ACCEPTS_PER_EVENT):
+        self._accept(listener, _ACCEPTS_PER_EVENT)
+
+    def _accept(self, listener: Listener, limit: int | None) -> None:
+        """Accept and serve up to `limit` pending connections (None: all of them)."""
+        count = 0
+        while limit is None or count < limit:
+            count += 1
             try:
                 sock = listener.accept()
             except OSError as exc:
@@ -174,15 +214,46 @@ class EventLoop:
                 self._backoff = 0
                 return
             self._backoff = 0
+            if self.max_connections is not None and len(self._connections) >= self.max_connections:
+                self._refuse(sock)
+                continue
             try:
                 self._serve_connection(sock)
             except Exception:
                 log.exception("setting up a connection from %r failed", listener)
                 sock.close()
 
+    def _accept_backlog(self, listener: Listener) -> None:
+        """Serve every connection still in the accept queue (on the poller, before closing)."""
+        if listener.socket.fileno() < 0:
+            return
+        try:
+            self._accept(listener, None)
+        except Exception:
+            log.exception("accepting the backlog of %r failed", listener)
+
+    def _refuse(self, sock: socket.socket) -> None:
+        """A connection over `max_connections`: send the refusal and close it at once."""
+        self.refused += 1
+        if self.refused == 1 or self.refused % 1000 == 0:
+            log.warning(
+                "refusing connections: %d served is the limit (%d refused so far)",
+                self.max_connections, self.refused,
+            )  # fmt: skip
+        try:
+            if self.refusal:
+                sock.setblocking(False)
+                sock.send(self.refusal)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
     def _pause_accepting(self, exc: OSError) -> None:
         listener, poller = self._listener, self._poller
         assert listener is not None and poller is not None
+        if self._closing:
+            return
         delay = _ACCEPT_BACKOFF[min(self._backoff, len(_ACCEPT_BACKOFF) - 1)]
         self._backoff += 1
         log.warning("accept on %r: %s; pausing accepts for %.3f s", listener, exc, delay)
@@ -203,6 +274,10 @@ class EventLoop:
             conn.set_write_timeout(self.write_timeout)
         if self.idle_timeout:
             conn.set_idle_timeout(self.idle_timeout, close_idle=self.close_idle)
+        if self.max_unsent is not None or self.max_unread is not None:
+            conn.set_buffer_limits(unsent=self.max_unsent, unread=self.max_unread)
+        if self.partial_timeout is not None or self.partial_budget is not None:
+            conn.set_partial_limits(self.partial_timeout, self.partial_budget)
         # Handlers first, as netpoll does: on_prepare may replace them (set_on_request).
         conn._on_request = self.on_request
         conn._on_disconnect = self.on_disconnect
@@ -227,10 +302,46 @@ class EventLoop:
 
 
 def _is_idle(conn: Connection) -> bool:
-    """No handler running and nothing buffered either way (netpoll's shutdown rule)."""
+    """No handler running and nothing buffered either way (netpoll's shutdown rule), not even
+    a request that has reached the kernel and not yet the poller: closing a socket with unread
+    bytes resets it, and its client could not tell whether the request ran."""
     return (
         not conn._processing.locked()
         and not len(conn.reader())
         and not conn._draining
         and not conn.writer().malloc_len()
+        and not _kernel_readable(conn)
     )
+
+
+def _kernel_readable(conn: Connection) -> bool:
+    """Whether the socket has bytes (or an EOF) the poller has not received yet."""
+    try:
+        probe = select.poll()
+        probe.register(conn.fileno(), select.POLLIN)
+        return bool(probe.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+# A classic BPF program of one instruction, "ret #0": drop every packet. Attached to a TCP
+# listener it drops SYNs (and handshake-completing ACKs) while connections already in the
+# accept queue are unaffected. Linux only; elsewhere the backlog is still drained first.
+_SO_ATTACH_FILTER = 26
+_DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)
+
+
+def _refuse_new_handshakes(sock: socket.socket) -> None:
+    if not sys.platform.startswith("linux") or sock.family not in (
+        socket.AF_INET,
+        socket.AF_INET6,
+    ):
+        return
+    import ctypes
+
+    program = ctypes.create_string_buffer(_DROP_ALL)
+    fprog = struct.pack("HxxxxxxP", 1, ctypes.addressof(program))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+    except OSError as exc:
+        log.debug("cannot filter new handshakes on %r: %s", sock, exc)

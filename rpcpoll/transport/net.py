@@ -40,15 +40,34 @@ def _check_network(network: str) -> None:
 
 
 def parse_tcp_address(address: str | tuple[str, int]) -> tuple[str, int]:
-    """("host", port) from "host:port", "[v6]:port" or a tuple."""
+    """("host", port) from "host:port", "[v6]:port" or a tuple; ValueError (one line, naming
+    what was given) for anything else: no port, a port outside 0-65535, an unbracketed IPv6
+    address, a URL."""
     if isinstance(address, tuple):
-        return address[0], int(address[1])
+        if len(address) != 2:
+            raise ValueError(f"expected (host, port), got {address!r}")
+        host, port_number = address[0], address[1]
+        if not isinstance(port_number, int) or isinstance(port_number, bool):
+            raise ValueError(f"the port must be an integer, got {port_number!r}")
+        return str(host), _check_port(port_number, address)
+    if not isinstance(address, str):
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    if "://" in address:
+        raise ValueError(f"expected HOST:PORT, got the URL {address!r}")
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"expected host:port, got {address!r}")
+    if not sep or not port.isascii() or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    return host, int(port)
+    elif ":" in host:
+        raise ValueError(f"an IPv6 address needs brackets, as in [::1]:8888: got {address!r}")
+    return host, _check_port(int(port), address)
+
+
+def _check_port(port: int, shown: object) -> int:
+    if not 0 <= port <= 65535:
+        raise ValueError(f"the port must be between 0 and 65535, got {port} in {shown!r}")
+    return port
 
 
 class Listener:

@@ -37,10 +37,11 @@ _MAX_EVENTS = 1024
 
 
 class Backend(Protocol):
-    """What a Poller needs from the OS: interest in read (always) and write (on request)."""
+    """What a Poller needs from the OS: interest in read (unless paused) and write (on
+    request). With read interest off, hang-ups and errors are still reported."""
 
     def register(self, fd: int, write: bool = False) -> None: ...
-    def modify(self, fd: int, write: bool) -> None: ...
+    def modify(self, fd: int, write: bool, read: bool = True) -> None: ...
     def unregister(self, fd: int) -> None: ...
     def poll(self, timeout: float) -> list[tuple[int, int]]: ...
     def close(self) -> None: ...
@@ -53,13 +54,16 @@ class EpollBackend:
         self._epoll = select.epoll()
         self._read_mask = select.EPOLLIN | select.EPOLLRDHUP
         self._write_mask = self._read_mask | select.EPOLLOUT
+        # Indexed by read + 2 * write. Without read interest epoll still reports EPOLLHUP and
+        # EPOLLERR (a reset peer), never EPOLLIN or EPOLLRDHUP.
+        self._masks = (0, self._read_mask, select.EPOLLOUT, self._write_mask)
 
     def register(self, fd: int, write: bool = False) -> None:
         self._epoll.register(fd, self._write_mask if write else self._read_mask)
 
-    def modify(self, fd: int, write: bool) -> None:
+    def modify(self, fd: int, write: bool, read: bool = True) -> None:
         try:
-            self._epoll.modify(fd, self._write_mask if write else self._read_mask)
+            self._epoll.modify(fd, self._masks[read + 2 * write])
         except (FileNotFoundError, ValueError, OSError):
             pass  # unregistered or closed meanwhile: nothing left to watch
 
@@ -84,6 +88,7 @@ if sys.platform != "linux":  # kqueue exists on macOS and the BSDs only
         def __init__(self) -> None:
             self._kq = select.kqueue()
             self._writing: set[int] = set()
+            self._not_reading: set[int] = set()
 
         def _control(self, fd: int, flt: int, flags: int) -> None:
             try:
@@ -96,7 +101,13 @@ if sys.platform != "linux":  # kqueue exists on macOS and the BSDs only
             if write:
                 self.modify(fd, True)
 
-        def modify(self, fd: int, write: bool) -> None:
+        def modify(self, fd: int, write: bool, read: bool = True) -> None:
+            if read and fd in self._not_reading:
+                self._not_reading.discard(fd)
+                self._control(fd, select.KQ_FILTER_READ, select.KQ_EV_ADD)
+            elif not read and fd not in self._not_reading:
+                self._not_reading.add(fd)
+                self._control(fd, select.KQ_FILTER_READ, select.KQ_EV_DELETE)
             if write and fd not in self._writing:
                 self._writing.add(fd)
                 self._control(fd, select.KQ_FILTER_WRITE, select.KQ_EV_ADD)
@@ -106,6 +117,7 @@ if sys.platform != "linux":  # kqueue exists on macOS and the BSDs only
 
         def unregister(self, fd: int) -> None:
             self.modify(fd, False)
+            self._not_reading.discard(fd)
             self._control(fd, select.KQ_FILTER_READ, select.KQ_EV_DELETE)
 
         def poll(self, timeout: float) -> list[tuple[int, int]]:

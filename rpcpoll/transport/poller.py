@@ -54,20 +54,35 @@ Handler = Callable[[int], None]
 STALL_AFTER = 0.02
 STALL_CHECK_INTERVAL = 0.02
 WATCHDOG_PARK_AFTER = 5  # idle checks in a row after which the watchdog waits for work
+_COMPACT_MIN = 64  # cancelled timers before the heap is worth compacting
 
 
 class TimerHandle:
-    """A pending `call_later` callback; `cancel()` stops it if it has not run yet."""
+    """A pending `call_later` callback; `cancel()` stops it if it has not run yet.
 
-    __slots__ = ("callback", "cancelled", "when")
+    Cancelling drops the callback at once: a cancelled timer stays in its poller's heap until
+    it is due (or the heap is compacted), and must not keep what the callback refers to (a
+    closed connection, say) reachable until then.
+    """
 
-    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+    __slots__ = ("_poller", "callback", "cancelled", "when")
+
+    def __init__(
+        self, when: float, callback: Callable[[], None], poller: Poller | None = None
+    ) -> None:
         self.when = when
-        self.callback = callback
+        self.callback: Callable[[], None] | None = callback
         self.cancelled = False
+        self._poller = poller
 
     def cancel(self) -> None:
+        if self.cancelled:
+            return
         self.cancelled = True
+        self.callback = None
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            poller._timer_cancelled()
 
 
 class Poller:
@@ -84,6 +99,7 @@ class Poller:
         self._timers: list[tuple[float, int, TimerHandle]] = []
         self._timer_seq = itertools.count()
         self._timer_lock = threading.Lock()
+        self._cancelled_timers = 0  # approximate: only decides when to compact the heap
         self._wake_r, self._wake_w = _wakeup_pair()
         self._wake_pending = False
         self._wake_lock = threading.Lock()  # orders wake-up writes before the fds' close
@@ -119,9 +135,10 @@ class Poller:
         self._backend.register(fd, write)
         self.registered += 1
 
-    def modify(self, fd: int, write: bool) -> None:
-        """Start or stop watching `fd` for writability (reads are always watched)."""
-        self._backend.modify(fd, write)
+    def modify(self, fd: int, write: bool, read: bool = True) -> None:
+        """Set what `fd` is watched for: writability, and readability unless `read` is False
+        (a connection whose reading is paused; hang-ups and errors are reported anyway)."""
+        self._backend.modify(fd, write, read)
 
     def unregister(self, fd: int) -> None:
         """Stop watching `fd`. Safe to call twice; an event already fetched may still arrive."""
@@ -143,7 +160,7 @@ class Poller:
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
         """Run `callback` on the poller thread after `delay` seconds."""
-        handle = TimerHandle(time.monotonic() + delay, callback)
+        handle = TimerHandle(time.monotonic() + delay, callback, self)
         with self._timer_lock:
             heapq.heappush(self._timers, (handle.when, next(self._timer_seq), handle))
             earliest = self._timers[0][2] is handle
@@ -153,6 +170,22 @@ class Poller:
 
     def in_poller_thread(self) -> bool:
         return threading.get_ident() == self._ident
+
+    @property
+    def pending_timers(self) -> int:
+        """Timers in the heap, cancelled ones not yet dropped included (for tests)."""
+        return len(self._timers)
+
+    def _timer_cancelled(self) -> None:
+        # Cancelled timers hold nothing (their callback is dropped), but a heap of mostly
+        # cancelled entries still costs memory and log(n) per push: rebuild it once they are
+        # the majority (asyncio does the same).
+        self._cancelled_timers += 1
+        if self._cancelled_timers > _COMPACT_MIN and self._cancelled_timers * 2 > len(self._timers):
+            with self._timer_lock:
+                self._timers = [entry for entry in self._timers if not entry[2].cancelled]
+                heapq.heapify(self._timers)
+                self._cancelled_timers = 0
 
     def watch_stalls(self, stall_after: float = STALL_AFTER) -> None:
         """Start watching for handlers that hold the loop longer than `stall_after` seconds
@@ -332,15 +365,21 @@ class Poller:
         due = []
         with self._timer_lock:
             while self._timers and self._timers[0][0] <= now:
-                due.append(heapq.heappop(self._timers)[2])
+                handle = heapq.heappop(self._timers)[2]
+                if handle.cancelled:
+                    self._cancelled_timers = max(0, self._cancelled_timers - 1)
+                else:
+                    due.append(handle)
         for index, handle in enumerate(due):
             if self._generation != generation:  # handed off during a timer: the rest wait
                 self._requeue(due[index:])
                 return
-            if handle.cancelled:
+            callback = handle.callback
+            if handle.cancelled or callback is None:
                 continue
+            handle._poller = None  # it ran: a late cancel() must not count it as cancelled
             try:
-                handle.callback()
+                callback()
             except Exception:
                 log.exception("poller timer failed")
 
