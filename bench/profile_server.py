@@ -24,8 +24,8 @@ from bench_rpc import capture_client_frame, with_seq  # noqa: E402
 
 from rpcpoll.examples.echo import EchoHandler  # noqa: E402
 from rpcpoll.examples.echo_rpc import EchoRequest, EchoResponse  # noqa: E402
-from rpcpoll.protocol.frame import FrameReader, write_reply  # noqa: E402
-from rpcpoll.server.dispatch import Dispatcher  # noqa: E402
+from rpcpoll.protocol.frame import FIXED_HEADER, FIXED_SIZE, MAGIC, REPLY_HEAD  # noqa: E402
+from rpcpoll.server.server import Server, _ConnState  # noqa: E402
 from rpcpoll.service import CallContext  # noqa: E402
 from rpcpoll.transport import LinkBuffer  # noqa: E402
 
@@ -49,9 +49,10 @@ def main() -> None:
     args = parser.parse_args()
     frame = capture_client_frame(args.size)
     data = b"".join(with_seq(frame, seq) for seq in range(1, args.batch + 1))
-    dispatcher = Dispatcher()
-    dispatcher.register(EchoHandler())
-    reader_of = FrameReader()
+    server = Server("127.0.0.1:0", EchoHandler(), mode="poller")
+    dispatcher = server.dispatcher
+    state = _ConnState()
+    unpack = FIXED_HEADER.unpack_from
 
     def fill() -> LinkBuffer:
         buf = LinkBuffer()
@@ -59,48 +60,48 @@ def main() -> None:
         buf.flush()
         return buf
 
-    out = LinkBuffer()
-
-    def drain() -> None:
-        out.flush()
-        out.skip(len(out))
-        out.release()
-
     request = EchoRequest(message="hi", payload=b"x" * args.size)
     response = EchoResponse(message="hi", payload=b"x" * args.size)
-    body = response.to_bytes()
     handler = EchoHandler()
+    fill().readable()  # warm the header cache
+    dispatcher._learn(bytes(memoryview(frame)[FIXED_SIZE : FIXED_SIZE + 4 * frame[13]]))
 
     def stage(name: str) -> Callable[[], None]:
         def work() -> None:
             buf = fill()
-            read = reader_of.read_raw
-            while True:
-                raw = read(buf)
-                if raw is None:
-                    break
-                seq, flags, info, payload = raw
+            view = buf.readable()
+            out = bytearray()
+            now = time.monotonic()
+            if name == "full":
+                buf.skip(server._serve_frames(view, state, None, out, None, now))  # type: ignore[arg-type]
+                buf.release()
+                return
+            size, pos = len(view), 0
+            while size - pos >= FIXED_SIZE:
+                length, magic, flags, seq, words = unpack(view, pos)
+                end = pos + 4 + length
+                body = pos + FIXED_SIZE + (words << 2)
+                info = bytes(view[pos + FIXED_SIZE : body])
+                payload = view[body:end]
+                pos = end
                 if name == "frames":
                     continue
-                if name == "full":
-                    dispatcher.handle_raw(seq, flags, info, payload, out, None)
-                    continue
-                route = dispatcher.cached_route(info) or dispatcher._learn(info)[0]  # type: ignore[index]
+                route, timeout_ms, metadata = dispatcher.by_header[info]
                 if name == "route":
                     continue
                 req = route.decode(payload)
                 if name == "decode":
                     continue
-                ctx = CallContext(route.service_name, route.method_name, None, None)
+                ctx = CallContext(route.service_name, route.method_name, metadata, now + 1.0)
                 resp = route.call(req, ctx)
                 if name == "handler":
                     continue
-                reply = resp.to_bytes()
-                if name == "encode":
-                    continue
-                write_reply(out, seq, reply, None, flags)
+                start = len(out)
+                out += REPLY_HEAD
+                resp.encode_into(out, -1)
+                FIXED_HEADER.pack_into(out, start, len(out) - start - 4, MAGIC, flags, seq, 1)
+            buf.skip(pos)
             buf.release()
-            drain()
 
         return work
 
@@ -108,13 +109,12 @@ def main() -> None:
     rows = []
     previous = 0.0
     for name, label in (
-        ("frames", "fill the buffer, split frames (read_raw)"),
+        ("frames", "fill a LinkBuffer, split the frames"),
         ("route", "+ route from the cached header"),
         ("decode", "+ decode the request (msgspec)"),
         ("handler", "+ CallContext and the handler (builds the response)"),
-        ("encode", "+ encode the response (_check + msgspec)"),
-        ("write", "+ write the reply frame"),
-        ("full", "the server's dispatch as it runs (handle_raw)"),
+        ("encode", "+ reply header and encode_into (_check + msgspec)"),
+        ("full", "the server's frame loop as it runs (_serve_frames)"),
     ):
         total = per_request(stage(name), args.batch, args.number)
         step = total - previous if name != "full" else total
@@ -125,15 +125,19 @@ def main() -> None:
 
     # The same pieces in isolation.
     payload = memoryview(request.to_bytes())
+    scratch = bytearray()
     pieces = {
-        "msgspec decode of the request": lambda: EchoRequest.from_bytes(payload),
+        "EchoRequest.from_bytes(memoryview)": lambda: EchoRequest.from_bytes(payload),
         "EchoResponse(...) construction": lambda: EchoResponse(
             message=request.message, payload=request.payload
         ),
         "response.to_bytes()": response.to_bytes,
-        "CallContext(...)": lambda: CallContext("echo.EchoService", "Echo", None, None),
+        "response.encode_into(bytearray, -1)": lambda: (
+            response.encode_into(scratch, -1),
+            scratch.clear(),
+        ),
+        "CallContext(...)": lambda: CallContext("echo.EchoService", "Echo"),
         "handler.echo(request, context)": lambda: handler.echo(request, None),  # type: ignore[arg-type]
-        "write_reply": lambda: (write_reply(out, 1, body), drain()),
     }
     print("\npieces, ns per call:")
     for label, work in pieces.items():

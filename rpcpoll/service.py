@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
+import msgspec
+
 from .message import Message
 from .protocol.status import (
     DeadlineExceededError,
@@ -90,29 +92,24 @@ class ServiceDescriptor:
         object.__setattr__(self, "methods", types.MappingProxyType(dict(self.methods)))
 
 
-class CallContext:
+class CallContext(msgspec.Struct, gc=False):
     """What a handler receives as `context`: who is calling what, and until when.
 
-    One is built per call, on the server's hot path: construction stores four references and
-    nothing else (the reply metadata dict is made when first used).
+    `CallContext(service, method, metadata={}, deadline=None)`. One is built per call, on
+    the server's hot path, so it is a msgspec Struct (built in C, not tracked by the cyclic
+    GC) and its reply metadata dict is made only when first used.
     """
 
-    __slots__ = ("_reply_metadata", "deadline", "metadata", "method", "service")
-
-    def __init__(
-        self,
-        service: str,
-        method: str,
-        metadata: Mapping[str, str] | None = None,
-        deadline: float | None = None,
-    ) -> None:
-        self.service = service  #: the service's wire name, e.g. "echo.EchoService"
-        self.method = method  #: the method's wire name, e.g. "Echo"
-        #: the caller's metadata, as received (not copied: one context is built per request)
-        self.metadata: Mapping[str, str] = _NO_METADATA if metadata is None else metadata
-        #: `time.monotonic()` value by which the caller wants an answer; None = no deadline
-        self.deadline = deadline
-        self._reply_metadata: dict[str, str] | None = None
+    #: the service's wire name, e.g. "echo.EchoService"
+    service: str
+    #: the method's wire name, e.g. "Echo"
+    method: str
+    #: the caller's metadata, as received (not copied: one context is built per request)
+    metadata: Mapping[str, str] = _NO_METADATA
+    #: `time.monotonic()` value by which the caller wants an answer; None = no deadline
+    deadline: float | None = None
+    # The server reads this directly: a call without reply metadata makes no dict.
+    _reply_metadata: dict[str, str] | None = None
 
     @property
     def reply_metadata(self) -> dict[str, str]:
@@ -251,7 +248,7 @@ class LocalChannel:
         except ValueError as exc:
             failure = InvalidArgumentError(message=f"cannot decode the request: {exc}")
         else:
-            received = dict(metadata) if metadata else None  # a copy, as off the wire
+            received = dict(metadata) if metadata else _NO_METADATA  # a copy, as off the wire
             context = CallContext(service.full_name, method.name, received, deadline)
             try:
                 response = getattr(handler, method.python_name)(request, context)

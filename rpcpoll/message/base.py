@@ -144,9 +144,11 @@ def describe_message(cls: type[Message], full_name: str, *fields: Field) -> None
     Called once per class at the end of its module, when every class it refers to exists.
     """
     cls.__rpcpoll_info__ = MessageInfo(full_name, fields)
+    decode = msgspec.msgpack.Decoder(cls).decode
+    cls.__rpcpoll_decode__ = decode
     # A plain function in a staticmethod, with its decoder bound as a default: the hot path of
     # every server and client, so it costs one Python call around msgspec and no more.
-    cls.from_bytes = staticmethod(_decoder_function(cls))  # type: ignore[assignment]
+    cls.from_bytes = staticmethod(_decoder_function(cls, decode))  # type: ignore[assignment]
     _MESSAGES[full_name] = cls
 
 
@@ -157,9 +159,8 @@ def describe_enum(
     _KINDS[cls] = EnumKind(cls, full_name, renamed)
 
 
-def _decoder_function(cls: type[M]) -> Callable[[Buffer], M]:
+def _decoder_function(cls: type[M], decode: Callable[[Buffer], M]) -> Callable[[Buffer], M]:
     """`cls.from_bytes`: msgspec's decoder for `cls`, raising DecodeError only."""
-    decode = msgspec.msgpack.Decoder(cls).decode
 
     def from_bytes(
         data: Buffer,
@@ -225,6 +226,10 @@ class Message(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """
 
     __rpcpoll_info__: ClassVar[MessageInfo]
+    #: msgspec's bare decoder for the class: what `from_bytes` wraps. It raises msgspec's
+    #: errors and refuses an empty buffer; a caller that uses it for speed (the server) goes
+    #: through `from_bytes` again when it fails, for the right result or the right error.
+    __rpcpoll_decode__: ClassVar[Callable[[Buffer], t.Any]]
 
     def _check(self) -> None:
         """Raise TypeError or ValueError naming the first field whose value the wire cannot
@@ -257,7 +262,7 @@ class Message(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
         Raises DecodeError, and nothing else, on malformed input.
         """
         # describe_message() replaces this with a function bound to the class's decoder.
-        message: M = _decoder_function(cls)(data)
+        message: M = _decoder_function(cls, msgspec.msgpack.Decoder(cls).decode)(data)
         return message
 
     def to_dict(self) -> t.Any:

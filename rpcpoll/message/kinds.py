@@ -365,6 +365,8 @@ class EnumKind(Kind):
                 raise UnknownEnumName(f"{where}: {value!r} is not a value of {self.name}") from None
         elif isinstance(value, int) and not isinstance(value, bool):
             number = value
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)  # as for integer fields (and ParseDict): 1.0 is 1
         else:
             raise TypeError(f"{where}: expected an enum name, got {describe(value)}")
         ENUM.check(number, where)  # range check

@@ -31,10 +31,12 @@ from ..transport.linkbuffer import LinkBuffer
 __all__ = [
     "CONNECTION_RESET_KEY",
     "DEFAULT_MAX_FRAME_SIZE",
+    "FIXED_HEADER",
     "FIXED_SIZE",
     "FLAG_OUT_OF_ORDER",
     "MAGIC",
     "PROTOCOL_MSGPACK",
+    "REPLY_HEAD",
     "BadMagicError",
     "Frame",
     "FrameReader",
@@ -45,12 +47,15 @@ __all__ = [
     "MessageType",
     "ProtocolError",
     "RequestTemplate",
+    "append_frame",
+    "check_fixed",
     "decode_frame",
     "encode_frame",
     "exception_info",
     "frame_from_raw",
     "parse_info",
     "refusal_frame",
+    "reply_info",
     "write_exception",
     "write_frame",
     "write_info_frame",
@@ -385,6 +390,33 @@ _TIMEOUT_ENTRY_MAX = 4 + 20 + 3
 _REPLY_INTS = [(int(IntKey.MSG_TYPE), b"%d" % MessageType.REPLY)]
 _REPLY_INFO = _header_info(_REPLY_INTS, {})
 
+# ---------------------------------------------------------------- frames into a bytearray
+#
+# A server writes a whole batch of replies into one bytearray: a reply's payload is encoded
+# straight after its header (`Message.encode_into(out, -1)`), and the fixed header is
+# patched once the payload's size is known.
+
+#: The fixed 14 bytes of a frame: length, magic, flags, seq_id, header size in words.
+FIXED_HEADER: Final = _FIXED
+#: The start of a REPLY frame without metadata: 14 bytes for `FIXED_HEADER.pack_into` to fill
+#: in, then the header info (the same for every such reply).
+REPLY_HEAD: Final = bytes(FIXED_SIZE) + _REPLY_INFO
+
+
+def reply_info(metadata: Mapping[str, str] | None = None) -> bytes:
+    """The header info of a REPLY frame with this metadata."""
+    return _REPLY_INFO if not metadata else _header_info(_REPLY_INTS, _checked(metadata))
+
+
+def append_frame(
+    out: bytearray, flags: int, seq_id: int, info: bytes, payload: bytes | memoryview = b""
+) -> None:
+    """Append a frame of precomputed header info bytes and a payload to `out`."""
+    size = len(info)
+    out += _FIXED.pack(FIXED_SIZE - 4 + size + len(payload), MAGIC, flags, seq_id, size >> 2)
+    out += info
+    out += payload
+
 
 # ------------------------------------------------------------------------------- decoding
 
@@ -490,10 +522,11 @@ def parse_info(
     return parsed
 
 
-def _check_fixed(
+def check_fixed(
     length: int, magic: int, words: int, max_frame_size: int, seq_id: int | None = None
 ) -> int:
-    """Validate the fixed header; returns the frame's total size."""
+    """Validate a frame's fixed header (its length, magic and header size); returns the
+    frame's total size. Raises the ProtocolError that says what is wrong."""
     if magic != MAGIC:
         raise BadMagicError(f"bad magic 0x{magic:04x} (not a TTHeader frame)")
     total = length + 4
@@ -517,7 +550,7 @@ def decode_frame(
     if len(view) < FIXED_SIZE:
         raise MalformedHeaderError(f"{len(view)} bytes is shorter than a frame header")
     length, magic, flags, seq_id, words = _FIXED.unpack_from(view)
-    total = _check_fixed(length, magic, words, max_frame_size)
+    total = check_fixed(length, magic, words, max_frame_size)
     if total != len(view):
         raise MalformedHeaderError(f"frame says {total} bytes, got {len(view)}")
     body = FIXED_SIZE + words * 4
@@ -550,7 +583,7 @@ class FrameReader:
         if len(buf) < FIXED_SIZE:
             return FIXED_SIZE
         length, magic, _flags, seq_id, words = _FIXED.unpack(buf.peek(FIXED_SIZE))
-        return _check_fixed(length, magic, words, self.max_frame_size, seq_id)
+        return check_fixed(length, magic, words, self.max_frame_size, seq_id)
 
     def read_raw(self, buf: LinkBuffer) -> tuple[int, int, bytes, memoryview] | None:
         """The next complete frame as (seq_id, flags, header info bytes, payload view), or
@@ -562,7 +595,7 @@ class FrameReader:
         total = length + 4
         body = FIXED_SIZE + (words << 2)
         if magic != MAGIC or total > self.max_frame_size or words == 0 or body > total:
-            _check_fixed(length, magic, words, self.max_frame_size, seq_id)  # raises
+            check_fixed(length, magic, words, self.max_frame_size, seq_id)  # raises
         if available < total:
             return None
         view = buf.next(total)

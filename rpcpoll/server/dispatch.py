@@ -1,4 +1,4 @@
-"""From a decoded call frame to a reply frame: routing, decoding, the handler, error mapping.
+"""From a call frame to a reply frame: routing, decoding, the handler, error mapping.
 
 The error contract (the same as `rpcpoll.service.LocalChannel`'s):
 
@@ -11,47 +11,77 @@ The error contract (the same as `rpcpoll.service.LocalChannel`'s):
 
 None of these affect the connection. Frames that are not calls are protocol errors, raised
 to the caller, which closes the connection.
+
+Replies are appended to a `bytearray` that collects a whole read batch (the server sends it
+with one `sendmsg`): the response is encoded straight after its frame header, whose length is
+filled in afterwards, so no intermediate `bytes` is made. The common call (a header seen
+before: `by_header`) goes from the server's frame loop to `call()` and nothing else.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ..message import DecodeError, Message
+from ..message.wire import encode_into
 from ..protocol.frame import (
+    FIXED_HEADER,
+    FIXED_SIZE,
+    MAGIC,
+    REPLY_HEAD,
     Frame,
-    FrameTooLargeError,
     HeaderLimitError,
     MessageType,
     ProtocolError,
+    append_frame,
+    exception_info,
     frame_from_raw,
     parse_info,
-    write_exception,
-    write_reply,
+    reply_info,
 )
 from ..protocol.status import RpcError, StatusCode
 from ..service import CallContext, Handler, MethodDescriptor, ServiceDescriptor
-from ..transport.linkbuffer import LinkBuffer
 
 __all__ = ["Dispatcher", "Route"]
 
 log = logging.getLogger("rpcpoll.server")
 
+#: What the header cache holds for a plain call: (route, timeout in ms, metadata).
+CachedCall = tuple["Route", int | None, Mapping[str, str]]
 
-@dataclass(frozen=True, slots=True)
+_REPLY_WORDS = (len(REPLY_HEAD) - FIXED_SIZE) >> 2
+
+
 class Route:
-    service: ServiceDescriptor
-    method: MethodDescriptor
-    call: Callable[[Any, CallContext], Any]
-    decode: Callable[[Any], Any]
-    response_type: type[Message]
-    where: str
-    service_name: str
-    method_name: str
+    """One method of a registered handler, with what a call of it needs at hand."""
+
+    __slots__ = (
+        "blocking",
+        "call",
+        "decode",
+        "method",
+        "method_name",
+        "request_type",
+        "response_type",
+        "service",
+        "service_name",
+        "where",
+    )
+
+    def __init__(self, service: ServiceDescriptor, method: MethodDescriptor, handler: Any):
+        self.service = service
+        self.method = method
+        self.call: Callable[[Any, CallContext], Any] = getattr(handler, method.python_name)
+        self.request_type: type[Message] = method.request_type
+        self.decode: Callable[[Any], Any] = method.request_type.__rpcpoll_decode__
+        self.response_type: type[Message] = method.response_type
+        self.service_name = service.full_name
+        self.method_name = method.name
+        self.where = f"{service.full_name}/{method.name}"
+        #: mode "auto": a call of this method blocked the poller once (server.py)
+        self.blocking = False
 
 
 class Dispatcher:
@@ -61,9 +91,10 @@ class Dispatcher:
         self._routes: dict[tuple[str, str], Route] = {}
         self._by_method: dict[str, Route | None] = {}  # None: the name is ambiguous
         self.services: dict[str, Handler] = {}
-        # Header info bytes -> (route, timeout ms, metadata) for plain calls: most requests
-        # repeat a few headers exactly, so they skip parsing and routing (see handle_raw).
-        self._by_header: dict[bytes, tuple[Route, int | None, Mapping[str, str]] | None] = {}
+        #: Header info bytes -> (route, timeout ms, metadata) for plain calls: most requests
+        #: repeat a few headers exactly, so they skip parsing and routing. Small headers only,
+        #: and cleared when full, so a peer cannot grow it without bound.
+        self.by_header: dict[bytes, CachedCall] = {}
         # Limits (set_limits); None: unlimited, as before a server sets them.
         self.max_header_size: int | None = None
         self.max_header_entries: int | None = None
@@ -95,110 +126,110 @@ class Dispatcher:
         for method in service.methods.values():
             if not method.unary:
                 continue  # streaming methods answer UNIMPLEMENTED until streaming lands
-            route = Route(
-                service,
-                method,
-                getattr(handler, method.python_name),
-                method.request_type.from_bytes,
-                method.response_type,
-                f"{service.full_name}/{method.name}",
-                service.full_name,
-                method.name,
-            )
+            route = Route(service, method, handler)
             self._routes[(service.full_name, method.name)] = route
             # Kitex routes a frame without a service name by a method name that is unique.
             self._by_method[method.name] = None if method.name in self._by_method else route
 
-    def handle_raw(
+    def route(self, service: str, method: str) -> Route | None:
+        if service:
+            return self._routes.get((service, method))
+        return self._by_method.get(method)
+
+    # ------------------------------------------------------------------ serving a frame
+
+    def serve_raw(
         self,
         seq_id: int,
         flags: int,
         info: bytes,
         payload: memoryview,
-        out: LinkBuffer,
-        extra: Mapping[str, str] | None = None,
+        out: bytearray,
+        extra: Mapping[str, str] | None,
+        now: float,
     ) -> None:
-        """`handle` for a frame as `FrameReader.read_raw` returns it: the server's hot path.
-
-        A call whose header was seen before runs straight from the cache; anything else
-        (first sight, exceptions to the plain case) goes through the full `handle`.
-        """
+        """Serve a frame whose header is not in `by_header`: parse it (within the limits),
+        cache it if it is a plain call, and run it; or answer what is wrong with it."""
         limit = self.max_header_size
-        if limit is not None and len(info) > limit:  # before hashing or parsing it
+        if limit is not None and len(info) > limit:  # before parsing it
             message = f"request header of {len(info)} bytes exceeds the limit of {limit}"
-            write_exception(out, seq_id, StatusCode.RESOURCE_EXHAUSTED, message, extra, flags)
+            self._fail(out, seq_id, flags, StatusCode.RESOURCE_EXHAUSTED, message, extra)
             return
-        entry = self._by_header.get(info)
-        if entry is None:
-            try:
-                entry = self._learn(info)
-                if entry is None:
-                    frame = frame_from_raw(seq_id, flags, info, payload, self.max_header_entries)
-            except HeaderLimitError as exc:
-                code = StatusCode.RESOURCE_EXHAUSTED
-                write_exception(out, seq_id, code, f"request {exc}", extra, flags)
-                return
+        try:
+            entry = self._learn(info)
             if entry is None:
-                self.handle(frame, out, extra)
-                return
-        route, timeout_ms, metadata = entry
-        self._invoke(route, seq_id, flags, payload, timeout_ms, metadata, out, extra, False)
-
-    def cached_route(self, info: bytes) -> Route | None:
-        """The route of a header `handle_raw` has seen before (None otherwise): no parsing."""
-        entry = self._by_header.get(info)
-        return None if entry is None else entry[0]
+                frame = frame_from_raw(seq_id, flags, info, payload, self.max_header_entries)
+        except HeaderLimitError as exc:
+            self._fail(out, seq_id, flags, StatusCode.RESOURCE_EXHAUSTED, f"request {exc}", extra)
+            return
+        if entry is not None:
+            self.call(entry, seq_id, flags, payload, out, extra, now)
+        else:
+            self.handle(frame, out, extra, now)
 
     def handle(
         self,
         frame: Frame,
-        out: LinkBuffer,
-        extra_metadata: Mapping[str, str] | None = None,
+        out: bytearray,
+        extra: Mapping[str, str] | None,
+        now: float,
     ) -> None:
-        """Run the call in `frame` and write its reply (or exception) frame to `out`.
+        """Run the call in `frame` and append its reply (or exception) frame to `out`.
 
-        `extra_metadata` goes on the reply whatever the outcome (the server's drain marker).
+        `extra` is metadata that goes on the reply whatever the outcome (the drain marker).
         """
         kind = frame.message_type
         if kind is not MessageType.CALL and kind is not MessageType.ONEWAY:
             raise ProtocolError(f"a server cannot receive a {kind.name} frame")
-        extra = extra_metadata
+        oneway = kind is MessageType.ONEWAY
         route = self.route(frame.service, frame.method)
         if route is None:
             name = f"{frame.service}/{frame.method}" if frame.service else frame.method
-            _fail(out, frame, StatusCode.UNIMPLEMENTED, f"unknown method {name}", extra)
+            if not oneway:
+                message = f"unknown method {name}"
+                self._fail(out, frame.seq_id, frame.flags, StatusCode.UNIMPLEMENTED, message, extra)
             return
         if frame.timeout_ms is not None and frame.timeout_ms <= 0:
-            _fail(out, frame, StatusCode.DEADLINE_EXCEEDED, "deadline exceeded", extra)
+            if not oneway:
+                code = StatusCode.DEADLINE_EXCEEDED
+                self._fail(out, frame.seq_id, frame.flags, code, "deadline exceeded", extra)
             return
-        oneway = kind is MessageType.ONEWAY
-        self._invoke(
-            route, frame.seq_id, frame.flags, frame.payload, frame.timeout_ms, frame.metadata,
-            out, extra, oneway,
-        )  # fmt: skip
+        payload = frame.payload
+        if not isinstance(payload, memoryview):
+            payload = memoryview(payload)
+        entry = (route, frame.timeout_ms, frame.metadata)
+        self.call(entry, frame.seq_id, frame.flags, payload, out, extra, now, oneway)
 
-    def _invoke(
+    def call(
         self,
-        route: Route,
+        entry: CachedCall,
         seq_id: int,
         flags: int,
-        payload: memoryview | bytes,
-        timeout_ms: int | None,
-        metadata: Mapping[str, str],
-        out: LinkBuffer,
+        payload: memoryview,
+        out: bytearray,
         extra: Mapping[str, str] | None,
-        oneway: bool,
+        now: float,
+        oneway: bool = False,
     ) -> None:
-        """Decode, call the handler, encode; write the reply or exception unless oneway."""
-        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000.0
+        """Decode, call the handler, encode; append the reply or exception unless oneway.
+
+        `entry` is the call's (route, timeout in ms, metadata); `now` is `time.monotonic()`
+        when the frame arrived: the deadline counts from there.
+        """
+        route, timeout_ms, metadata = entry
         try:
-            request = route.decode(payload)
-        except DecodeError as exc:
-            if not oneway:
-                message = f"cannot decode the request: {exc}"
-                write_exception(out, seq_id, StatusCode.INVALID_ARGUMENT, message, extra, flags)
-            return
+            request = route.decode(payload)  # msgspec's own decoder: the common case
+        except Exception:
+            try:  # again, for the result (an empty payload) or the error with field names
+                request = route.request_type.from_bytes(payload)
+            except DecodeError as exc:
+                if not oneway:
+                    message = f"cannot decode the request: {exc}"
+                    self._fail(out, seq_id, flags, StatusCode.INVALID_ARGUMENT, message, extra)
+                return
+        deadline = None if timeout_ms is None else now + timeout_ms * 0.001
         context = CallContext(route.service_name, route.method_name, metadata, deadline)
+        start = len(out)
         try:
             response = route.call(request, context)
             if response.__class__ is not route.response_type and not isinstance(
@@ -208,36 +239,53 @@ class Dispatcher:
                     f"{route.where} returned {type(response).__name__}, "
                     f"not {route.response_type.__name__}"
                 )
-            body = response.to_bytes()
+            if oneway:
+                return
+            reply_metadata = context._reply_metadata  # None unless the handler set some
+            if reply_metadata or extra:
+                info = reply_info({**(reply_metadata or {}), **(extra or {})})
+                out += bytes(FIXED_SIZE)
+                out += info
+                words = len(info) >> 2
+            else:
+                out += REPLY_HEAD  # the header of every reply without metadata
+                words = _REPLY_WORDS
+            response._check()  # what Message.encode_into does, without the call around it
+            encode_into(response, out, -1)
         except RpcError as exc:
+            del out[start:]
             if not oneway:
-                reply_metadata = context.reply_metadata
-                if extra:
-                    reply_metadata = {**reply_metadata, **extra}
-                write_exception(out, seq_id, exc.code, exc.message, reply_metadata, flags)
+                reply_metadata = {**(context._reply_metadata or {}), **(extra or {})}
+                self._fail(out, seq_id, flags, exc.code, exc.message, reply_metadata)
             return
         except Exception:
+            del out[start:]
             log.exception("handler for %s failed", route.where)
             if not oneway:
                 message = f"{route.where} failed on the server"
-                write_exception(out, seq_id, StatusCode.INTERNAL, message, extra, flags)
+                self._fail(out, seq_id, flags, StatusCode.INTERNAL, message, extra)
             return
-        if oneway:
-            return
-        reply_metadata = context.reply_metadata
-        if extra:
-            reply_metadata = {**reply_metadata, **extra}
-        try:
-            write_reply(out, seq_id, body, reply_metadata, flags, self.max_frame_size)
-        except FrameTooLargeError as exc:
+        size = len(out) - start
+        limit = self.max_frame_size
+        if limit is not None and size > limit:
+            del out[start:]
             if route.where not in self._oversized_routes:  # once per method: no log flood
                 self._oversized_routes.add(route.where)
-                log.warning("%s: %s; answering RESOURCE_EXHAUSTED", route.where, exc)
-            message = f"{route.where}: {exc}"
-            code = StatusCode.RESOURCE_EXHAUSTED
-            write_exception(out, seq_id, code, message, extra, flags)
+                log.warning(
+                    "%s: a reply of %d bytes exceeds the maximum frame size of %d; "
+                    "answering RESOURCE_EXHAUSTED",
+                    route.where,
+                    size,
+                    limit,
+                )
+            message = (
+                f"{route.where}: reply of {size} bytes exceeds the maximum frame size of {limit}"
+            )
+            self._fail(out, seq_id, flags, StatusCode.RESOURCE_EXHAUSTED, message, extra)
+            return
+        FIXED_HEADER.pack_into(out, start, size - 4, MAGIC, flags, seq_id, words)
 
-    def _learn(self, info: bytes) -> tuple[Route, int | None, Mapping[str, str]] | None:
+    def _learn(self, info: bytes) -> CachedCall | None:
         """Cache the route of a plain call's header; None for anything else."""
         parsed = parse_info(info, self.max_header_entries)
         msg_type, method, service, timeout, _status, _message, metadata = parsed
@@ -250,23 +298,18 @@ class Dispatcher:
             return None
         entry = (route, timeout, metadata)
         if len(info) <= 256:
-            if len(self._by_header) >= 4096:
-                self._by_header.clear()
-            self._by_header[info] = entry
+            if len(self.by_header) >= 4096:
+                self.by_header.clear()
+            self.by_header[info] = entry
         return entry
 
-    def route(self, service: str, method: str) -> Route | None:
-        if service:
-            return self._routes.get((service, method))
-        return self._by_method.get(method)
-
-
-def _fail(
-    out: LinkBuffer,
-    frame: Frame,
-    code: int,
-    message: str,
-    metadata: Mapping[str, str] | None,
-) -> None:
-    if frame.message_type is not MessageType.ONEWAY:
-        write_exception(out, frame.seq_id, int(code), message, metadata, frame.flags)
+    @staticmethod
+    def _fail(
+        out: bytearray,
+        seq_id: int,
+        flags: int,
+        code: int,
+        message: str,
+        metadata: Mapping[str, str] | None,
+    ) -> None:
+        append_frame(out, flags, seq_id, exception_info(int(code), message, metadata))

@@ -112,8 +112,15 @@ class Poller:
         # Hand-off state: the loop thread publishes when its current handler started (0.0: in
         # poll, not busy) and leaves as soon as it sees a newer generation (see the module docs).
         self._loop_lock = threading.Lock()
-        self._generation = 0
+        #: Goes up by one each time the loop moves to a new thread (read it, never write it):
+        #: a handler that compares it before and after a call knows whether it still runs as
+        #: the loop, for the price of an attribute read.
+        self.generation = 0
         self._busy_since = 0.0
+        #: Handlers on the loop thread add 1 per unit of work they finish (a call): the
+        #: watchdog counts a stall as `stall_after` without progress, so that a long batch of
+        #: quick calls is not one. An int increment: cheaper than reading the clock per call.
+        self.progress = 0
         self.stall_after: float | None = None
         self.handoffs = 0
         self._watchers = 0
@@ -201,11 +208,8 @@ class Poller:
             self._watchdog.start()
 
     def touch(self) -> None:
-        """From a handler on the loop thread: start its stall clock again (a handler that
-        serves many calls in one go touches it per call, so that only one call that takes
-        `stall_after` counts as a stall, not a long batch of quick ones)."""
-        if self._busy_since:
-            self._busy_since = time.monotonic()
+        """From a handler on the loop thread: count a unit of work done (`progress`)."""
+        self.progress += 1
 
     def hand_off(self) -> None:
         """From a handler on the loop thread: give the loop to a new thread now, and go on as a
@@ -217,11 +221,11 @@ class Poller:
         _thread_state.is_poller = False
 
     def _start_new_loop_locked(self) -> None:
-        self._generation += 1
+        self.generation += 1
         self._busy_since = 0.0
         self.handoffs += 1
         self._thread = threading.Thread(
-            target=self._run, args=(self._generation,), name=self._name, daemon=True
+            target=self._run, args=(self.generation,), name=self._name, daemon=True
         )
         self._ident = None  # until the new thread runs: call_soon() wakes the loop
         self._thread.start()
@@ -269,7 +273,7 @@ class Poller:
         try:
             while True:
                 with loop_lock:
-                    if self._generation != generation:
+                    if self.generation != generation:
                         return  # handed off: another thread runs the loop now
                     if self._closed:
                         break
@@ -284,7 +288,7 @@ class Poller:
                     if handler is None:
                         continue
                     with loop_lock:  # never run a handler once the loop has moved on
-                        if self._generation != generation:
+                        if self.generation != generation:
                             return
                         self._busy_since = monotonic()
                         if self._watchdog_parked:
@@ -295,7 +299,7 @@ class Poller:
                         log.exception("poller handler for fd %d failed", fd)
                 if self._timers or ready:
                     with loop_lock:
-                        if self._generation != generation:
+                        if self.generation != generation:
                             return
                         self._busy_since = monotonic()
                         if self._watchdog_parked:
@@ -305,11 +309,11 @@ class Poller:
                     if ready:
                         self._run_ready(generation)
         except BaseException:
-            if self._generation != generation:
+            if self.generation != generation:
                 return
             raise
         finally:
-            if self._generation == generation:
+            if self.generation == generation:
                 self._stop_loop()
 
     def _stop_loop(self) -> None:
@@ -322,8 +326,14 @@ class Poller:
         self._run_ready()  # callbacks posted while the loop was stopping
 
     def _watch(self) -> None:
-        """The watchdog: hand the loop to a new thread when a handler holds it too long."""
+        """The watchdog: hand the loop to a new thread when a handler holds it too long.
+
+        A handler holds it from `_busy_since` (when the loop gave it the fd), less whatever
+        it reported as done: the stall clock restarts when `progress` is seen to change, so
+        a unit of work is caught between `stall_after` and `stall_after` plus one interval.
+        """
         idle_checks = 0
+        seen_progress, seen_at = self.progress, 0.0
         while True:
             time.sleep(STALL_CHECK_INTERVAL)
             with self._loop_lock:
@@ -331,7 +341,10 @@ class Poller:
                     self._watchdog = None
                     return
                 since = self._busy_since
-                if since and time.monotonic() - since >= (self.stall_after or STALL_AFTER):
+                now = time.monotonic()
+                if self.progress != seen_progress:
+                    seen_progress, seen_at = self.progress, now
+                if since and now - max(since, seen_at) >= (self.stall_after or STALL_AFTER):
                     self._start_new_loop_locked()
                 idle_checks = 0 if since else idle_checks + 1
                 park = idle_checks >= WATCHDOG_PARK_AFTER
@@ -344,7 +357,7 @@ class Poller:
     def _run_ready(self, generation: int | None = None) -> None:
         ready = self._ready
         while ready:
-            if generation is not None and self._generation != generation:
+            if generation is not None and self.generation != generation:
                 return  # handed off while a callback ran: the new loop runs the rest
             try:
                 callback = ready.popleft()
@@ -371,7 +384,7 @@ class Poller:
                 else:
                     due.append(handle)
         for index, handle in enumerate(due):
-            if self._generation != generation:  # handed off during a timer: the rest wait
+            if self.generation != generation:  # handed off during a timer: the rest wait
                 self._requeue(due[index:])
                 return
             callback = handle.callback
