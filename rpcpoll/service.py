@@ -110,6 +110,17 @@ class CallContext(msgspec.Struct, gc=False):
     deadline: float | None = None
     # The server reads this directly: a call without reply metadata makes no dict.
     _reply_metadata: dict[str, str] | None = None
+    # Set by the server when the caller went away (cancelled the call, or its connection
+    # closed): `cancelled()`.
+    _cancelled: bool = False
+
+    def cancelled(self) -> bool:
+        """Whether the caller has gone away: cancelled the call or closed its connection.
+
+        An async handler sees it as `asyncio.CancelledError` at its next await; a sync handler
+        can poll this and stop early (its reply would be dropped anyway).
+        """
+        return self._cancelled
 
     @property
     def reply_metadata(self) -> dict[str, str]:

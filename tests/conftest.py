@@ -60,6 +60,20 @@ def _fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def _warm_uvloop() -> None:
+    """uvloop opens a pipe for the process with its first loop and keeps it: open it before
+    any leak check counts fds."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    loop = uvloop.new_event_loop()
+    loop.close()
+
+
+_warm_uvloop()
+
+
 @pytest.fixture
 def no_leaks() -> Iterator[None]:
     transport.initialize()

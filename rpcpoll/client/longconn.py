@@ -192,7 +192,7 @@ def refusal_of(info: bytes) -> str | None:
     """The reason in a control frame by which a server refuses a connection before reading
     from it (an EXCEPTION with sequence id 0, docs/protocol.md), or None for another frame."""
     try:
-        msg_type, _method, _service, _timeout, status, message, _metadata = parse_info(info)
+        msg_type, _method, _service, _timeout, status, message, _metadata, _ = parse_info(info)
     except ProtocolError:
         return None
     if msg_type is not MessageType.EXCEPTION:
@@ -214,7 +214,7 @@ def reply_too_large(exc: FrameTooLargeError, describe: str) -> ResourceExhausted
 
 def reply_of(info: bytes, payload: memoryview) -> Reply:
     """The Reply of a frame's header info and payload; ProtocolError if it is not a reply."""
-    msg_type, _method, _service, _timeout, status, message, metadata = parse_info(info)
+    msg_type, _method, _service, _timeout, status, message, metadata, _ = parse_info(info)
     if msg_type is not MessageType.REPLY and msg_type is not MessageType.EXCEPTION:
         raise ProtocolError(f"expected a reply, got a {msg_type.name} frame")
     return msg_type, status, message, metadata, payload

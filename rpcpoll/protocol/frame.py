@@ -34,6 +34,7 @@ __all__ = [
     "FIXED_HEADER",
     "FIXED_SIZE",
     "FLAG_OUT_OF_ORDER",
+    "FLAG_STREAMING",
     "MAGIC",
     "PROTOCOL_MSGPACK",
     "REPLY_HEAD",
@@ -41,6 +42,7 @@ __all__ = [
     "Frame",
     "FrameReader",
     "FrameTooLargeError",
+    "FrameType",
     "HeaderLimitError",
     "IntKey",
     "MalformedHeaderError",
@@ -64,6 +66,7 @@ __all__ = [
 
 MAGIC: Final = 0x1000
 FLAG_OUT_OF_ORDER: Final = 0x0001
+FLAG_STREAMING: Final = 0x0002  # Kitex's HeaderFlagsStreaming: a stream frame (FrameType)
 PROTOCOL_MSGPACK: Final = 0x20
 DEFAULT_MAX_FRAME_SIZE: Final = 4 * 1024 * 1024
 FIXED_SIZE: Final = 14  # length, magic, flags, seq_id, header_words
@@ -91,6 +94,17 @@ class MessageType(enum.IntEnum):
     ONEWAY = 4
 
 
+class FrameType(enum.IntEnum):
+    """What a stream frame (FLAG_STREAMING) is: Kitex's TTHeader Streaming frame types. A
+    unary call is cancelled with an RST frame carrying its sequence id."""
+
+    META = 1
+    HEADER = 2
+    DATA = 3
+    TRAILER = 4
+    RST = 5
+
+
 class IntKey(enum.IntEnum):
     """Keys of the int-keyed info block. The low ones are Kitex's (transmeta), so Kitex tools
     read them; 0x8000 and up are rpcpoll's own."""
@@ -98,6 +112,7 @@ class IntKey(enum.IntEnum):
     TO_METHOD = 9
     RPC_TIMEOUT = 12  # the caller's remaining timeout, in ms, as a decimal string
     MSG_TYPE = 22
+    FRAME_TYPE = 27  # stream frames (FLAG_STREAMING): a FrameType, as a decimal string
     STATUS_CODE = 0x8000  # decimal StatusCode of an exception reply
     STATUS_MESSAGE = 0x8001
 
@@ -424,17 +439,19 @@ def append_frame(
 # metadata have identical headers, so most frames skip the parse. Only small headers are kept
 # and the cache is cleared when full, so a peer cannot grow it without bound.
 _INFO_CACHE_MAX_KEY = 256
-_info_cache: dict[bytes, tuple[MessageType, str, str, int | None, int, str, Mapping[str, str]]] = {}
+#: What `parse_info` returns: (message type, method, service, timeout ms, status, status
+#: message, metadata, frame type or 0).
+Info = tuple[MessageType, str, str, int | None, int, str, Mapping[str, str], int]
+_info_cache: dict[bytes, Info] = {}
 _INFO_CACHE_MAX = 4096
 _MAX_ENTRIES = 1 << 62  # "no limit" for parse_info
 _EMPTY_METADATA: Mapping[str, str] = MappingProxyType({})
 
 
-def parse_info(
-    info: bytes, max_entries: int | None = None
-) -> tuple[MessageType, str, str, int | None, int, str, Mapping[str, str]]:
-    """(message type, method, service, timeout ms, status, status message, metadata) of a
-    frame's header info bytes; raises MalformedHeaderError.
+def parse_info(info: bytes, max_entries: int | None = None) -> Info:
+    """(message type, method, service, timeout ms, status, status message, metadata, frame
+    type) of a frame's header info bytes (frame type 0: not a stream frame); raises
+    MalformedHeaderError.
 
     With `max_entries`, a header with more entries than that (int-keyed and string-keyed
     together) raises `HeaderLimitError` before they are read: the parse costs time linear in
@@ -501,6 +518,7 @@ def parse_info(
         timeout = int(raw_timeout) if raw_timeout is not None else None
         status = int(ints.get(IntKey.STATUS_CODE, b"0"))
         status_message = ints.get(IntKey.STATUS_MESSAGE, b"").decode()
+        frame_type = int(ints.get(IntKey.FRAME_TYPE, b"0"))
     except (struct.error, UnicodeDecodeError, ValueError) as exc:
         if isinstance(exc, ProtocolError):
             raise
@@ -514,6 +532,7 @@ def parse_info(
         status,
         status_message,
         MappingProxyType(strs) if strs else _EMPTY_METADATA,
+        frame_type,
     )
     if len(info) <= _INFO_CACHE_MAX_KEY:
         if len(_info_cache) >= _INFO_CACHE_MAX:
@@ -562,7 +581,7 @@ def frame_from_raw(
 ) -> Frame:
     """The Frame of what `FrameReader.read_raw` returns (parses the header info; see
     `parse_info` for `max_entries`)."""
-    msg_type, method, service, timeout, status, message, metadata = parse_info(info, max_entries)
+    msg_type, method, service, timeout, status, message, metadata, _ = parse_info(info, max_entries)
     return Frame(
         seq_id, msg_type, method, service, payload, timeout, status, message, metadata, flags
     )

@@ -20,6 +20,7 @@ before: `by_header`) goes from the server's frame loop to `call()` and nothing e
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -31,13 +32,11 @@ from ..protocol.frame import (
     FIXED_SIZE,
     MAGIC,
     REPLY_HEAD,
-    Frame,
     HeaderLimitError,
     MessageType,
     ProtocolError,
     append_frame,
     exception_info,
-    frame_from_raw,
     parse_info,
     reply_info,
 )
@@ -61,6 +60,7 @@ class Route:
         "blocking",
         "call",
         "decode",
+        "is_async",
         "method",
         "method_name",
         "request_type",
@@ -82,6 +82,8 @@ class Route:
         self.where = f"{service.full_name}/{method.name}"
         #: mode "auto": a call of this method blocked the poller once (server.py)
         self.blocking = False
+        #: an `async def` method: it runs on the server's event loop (server/aio.py)
+        self.is_async = inspect.iscoroutinefunction(self.call)
 
 
 class Dispatcher:
@@ -131,6 +133,11 @@ class Dispatcher:
             # Kitex routes a frame without a service name by a method name that is unique.
             self._by_method[method.name] = None if method.name in self._by_method else route
 
+    @property
+    def has_async(self) -> bool:
+        """Whether any registered method is `async def` (the server then runs on asyncio)."""
+        return any(route.is_async for route in self._routes.values())
+
     def route(self, service: str, method: str) -> Route | None:
         if service:
             return self._routes.get((service, method))
@@ -148,57 +155,55 @@ class Dispatcher:
         extra: Mapping[str, str] | None,
         now: float,
     ) -> None:
-        """Serve a frame whose header is not in `by_header`: parse it (within the limits),
-        cache it if it is a plain call, and run it; or answer what is wrong with it."""
+        """Serve a frame whose header is not in `by_header` on this thread: `resolve` it,
+        then run the call it makes, if any."""
+        resolved = self.resolve(seq_id, flags, info, out, extra)
+        if resolved is not None:
+            entry, oneway = resolved
+            self.call(entry, seq_id, flags, payload, out, extra, now, oneway)
+
+    def resolve(
+        self,
+        seq_id: int,
+        flags: int,
+        info: bytes,
+        out: bytearray,
+        extra: Mapping[str, str] | None,
+    ) -> tuple[CachedCall, bool] | None:
+        """The call a frame whose header is not in `by_header` makes, as (entry, oneway),
+        caching the header if it is a plain call's; or None when it makes none, with the
+        answer that is due appended to `out` (an unknown method, an expired deadline, a header
+        over the limits). Raises ProtocolError for a frame a server cannot take (a reply)."""
         limit = self.max_header_size
         if limit is not None and len(info) > limit:  # before parsing it
             message = f"request header of {len(info)} bytes exceeds the limit of {limit}"
             self._fail(out, seq_id, flags, StatusCode.RESOURCE_EXHAUSTED, message, extra)
-            return
+            return None
         try:
             entry = self._learn(info)
-            if entry is None:
-                frame = frame_from_raw(seq_id, flags, info, payload, self.max_header_entries)
+            if entry is not None:
+                return entry, False
+            parsed = parse_info(info, self.max_header_entries)
         except HeaderLimitError as exc:
             self._fail(out, seq_id, flags, StatusCode.RESOURCE_EXHAUSTED, f"request {exc}", extra)
-            return
-        if entry is not None:
-            self.call(entry, seq_id, flags, payload, out, extra, now)
-        else:
-            self.handle(frame, out, extra, now)
-
-    def handle(
-        self,
-        frame: Frame,
-        out: bytearray,
-        extra: Mapping[str, str] | None,
-        now: float,
-    ) -> None:
-        """Run the call in `frame` and append its reply (or exception) frame to `out`.
-
-        `extra` is metadata that goes on the reply whatever the outcome (the drain marker).
-        """
-        kind = frame.message_type
-        if kind is not MessageType.CALL and kind is not MessageType.ONEWAY:
-            raise ProtocolError(f"a server cannot receive a {kind.name} frame")
+            return None
+        kind, method, service, timeout_ms, _status, _message, metadata, frame_type = parsed
+        if (kind is not MessageType.CALL and kind is not MessageType.ONEWAY) or frame_type:
+            raise ProtocolError(f"a server cannot receive a {kind.name} frame here")
         oneway = kind is MessageType.ONEWAY
-        route = self.route(frame.service, frame.method)
+        route = self.route(service, method)
         if route is None:
-            name = f"{frame.service}/{frame.method}" if frame.service else frame.method
             if not oneway:
-                message = f"unknown method {name}"
-                self._fail(out, frame.seq_id, frame.flags, StatusCode.UNIMPLEMENTED, message, extra)
-            return
-        if frame.timeout_ms is not None and frame.timeout_ms <= 0:
+                name = f"{service}/{method}" if service else method
+                code = StatusCode.UNIMPLEMENTED
+                self._fail(out, seq_id, flags, code, f"unknown method {name}", extra)
+            return None
+        if timeout_ms is not None and timeout_ms <= 0:
             if not oneway:
                 code = StatusCode.DEADLINE_EXCEEDED
-                self._fail(out, frame.seq_id, frame.flags, code, "deadline exceeded", extra)
-            return
-        payload = frame.payload
-        if not isinstance(payload, memoryview):
-            payload = memoryview(payload)
-        entry = (route, frame.timeout_ms, frame.metadata)
-        self.call(entry, frame.seq_id, frame.flags, payload, out, extra, now, oneway)
+                self._fail(out, seq_id, flags, code, "deadline exceeded", extra)
+            return None
+        return (route, timeout_ms, metadata), oneway
 
     def call(
         self,
@@ -232,36 +237,75 @@ class Dispatcher:
         start = len(out)
         try:
             response = route.call(request, context)
-            if response.__class__ is not route.response_type and not isinstance(
-                response, route.response_type
-            ):
-                raise TypeError(
-                    f"{route.where} returned {type(response).__name__}, "
-                    f"not {route.response_type.__name__}"
-                )
             if oneway:
                 return
-            reply_metadata = context._reply_metadata  # None unless the handler set some
-            if reply_metadata or extra:
-                info = reply_info({**(reply_metadata or {}), **(extra or {})})
-                out += bytes(FIXED_SIZE)
-                out += info
-                words = len(info) >> 2
-            else:
-                out += REPLY_HEAD  # the header of every reply without metadata
-                words = _REPLY_WORDS
-            response._check()  # what Message.encode_into does, without the call around it
+            # The common case of `reply()`, inline: the server's hot path (keep in step).
+            if response.__class__ is not route.response_type or context._reply_metadata or extra:
+                self.reply(entry, seq_id, flags, context, response, None, out, extra)
+                return
+            out += REPLY_HEAD
+            response._check()
             encode_into(response, out, -1)
-        except RpcError as exc:
+        except Exception as exc:
             del out[start:]
             if not oneway:
-                reply_metadata = {**(context._reply_metadata or {}), **(extra or {})}
-                self._fail(out, seq_id, flags, exc.code, exc.message, reply_metadata)
+                self.reply(entry, seq_id, flags, context, None, exc, out, extra)
+            else:
+                self.log_failure(route, exc)
             return
-        except Exception:
+        size = len(out) - start
+        limit = self.max_frame_size
+        if limit is not None and size > limit:
             del out[start:]
-            log.exception("handler for %s failed", route.where)
-            if not oneway:
+            self.reply(entry, seq_id, flags, context, response, None, out, extra)  # says why
+            return
+        FIXED_HEADER.pack_into(out, start, size - 4, MAGIC, flags, seq_id, _REPLY_WORDS)
+
+    def reply(
+        self,
+        entry: CachedCall,
+        seq_id: int,
+        flags: int,
+        context: CallContext,
+        response: Any,
+        error: BaseException | None,
+        out: bytearray,
+        extra: Mapping[str, str] | None,
+    ) -> None:
+        """Append the reply frame of a call whose handler returned `response` or raised
+        `error`: the response encoded straight into `out`, or the error contract's exception
+        frame (module docs)."""
+        route = entry[0]
+        start = len(out)
+        if error is None:
+            try:
+                if response.__class__ is not route.response_type and not isinstance(
+                    response, route.response_type
+                ):
+                    raise TypeError(
+                        f"{route.where} returned {type(response).__name__}, "
+                        f"not {route.response_type.__name__}"
+                    )
+                reply_metadata = context._reply_metadata  # None unless the handler set some
+                if reply_metadata or extra:
+                    info = reply_info({**(reply_metadata or {}), **(extra or {})})
+                    out += bytes(FIXED_SIZE)
+                    out += info
+                    words = len(info) >> 2
+                else:
+                    out += REPLY_HEAD  # the header of every reply without metadata
+                    words = _REPLY_WORDS
+                response._check()  # what Message.encode_into does, without the call around it
+                encode_into(response, out, -1)
+            except Exception as exc:
+                del out[start:]
+                error = exc
+        if error is not None:
+            if isinstance(error, RpcError):
+                reply_metadata = {**(context._reply_metadata or {}), **(extra or {})}
+                self._fail(out, seq_id, flags, error.code, error.message, reply_metadata)
+            else:
+                self.log_failure(route, error)
                 message = f"{route.where} failed on the server"
                 self._fail(out, seq_id, flags, StatusCode.INTERNAL, message, extra)
             return
@@ -285,13 +329,20 @@ class Dispatcher:
             return
         FIXED_HEADER.pack_into(out, start, size - 4, MAGIC, flags, seq_id, words)
 
+    @staticmethod
+    def log_failure(route: Route, error: BaseException) -> None:
+        """Log a handler's failure with its traceback (an RpcError is an answer, not one)."""
+        if not isinstance(error, RpcError):
+            log.error("handler for %s failed", route.where, exc_info=error)
+
     def _learn(self, info: bytes) -> CachedCall | None:
         """Cache the route of a plain call's header; None for anything else."""
         parsed = parse_info(info, self.max_header_entries)
-        msg_type, method, service, timeout, _status, _message, metadata = parsed
+        msg_type, method, service, timeout, _status, _message, metadata, kind = parsed
         route = self.route(service, method)
         if (
             msg_type is not MessageType.CALL
+            or kind  # a stream frame
             or route is None
             or (timeout is not None and timeout <= 0)
         ):

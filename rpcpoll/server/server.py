@@ -35,6 +35,7 @@ drain. Both checks are an int compare per frame.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -50,12 +51,15 @@ from ..protocol.frame import (
     FIXED_HEADER,
     FIXED_SIZE,
     FLAG_OUT_OF_ORDER,
+    FLAG_STREAMING,
     MAGIC,
     FrameReader,
+    FrameType,
     ProtocolError,
     append_frame,
     check_fixed,
     exception_info,
+    parse_info,
     refusal_frame,
 )
 from ..protocol.status import StatusCode
@@ -65,10 +69,12 @@ from ..transport.connection import Connection
 from ..transport.errors import TransportError
 from ..transport.eventloop import EventLoop
 from ..transport.linkbuffer import LinkBuffer
+from ..transport.loop_poller import LoopPoller
 from ..transport.memory import MemoryReleaser
 from ..transport.net import Listener, convert_listener, create_listener
 from ..transport.poller import Poller, manager
 from ..transport.worker_pool import WorkerPool, default_pool
+from .aio import AsyncCall, LoopThread, ReplyOrder, cancel_call, new_loop, start_call
 from .dispatch import CachedCall, Dispatcher, Route
 from .limits import DEFAULT_LIMITS, ServerLimits, fd_capped
 
@@ -88,14 +94,18 @@ _CONNECTION_FULL = "connection has {} calls in progress"
 class _ConnState:
     """Per-connection server state (the EventLoop context of each connection)."""
 
-    __slots__ = ("inflight", "lock", "paused", "pooled", "replies")
+    __slots__ = ("calls", "inflight", "lock", "order", "paused", "pooled", "replies")
 
     def __init__(self) -> None:
         self.pooled = False  # "auto" mode: this connection's calls have moved to the pool
         self.lock = threading.Lock()  # held by whoever writes: the batch loop, or a reply flusher
-        self.replies: deque[bytearray] = deque()  # out-of-order replies waiting to be sent
-        self.inflight = 0  # out-of-order calls still running (changed under Server._calls_lock)
+        # Replies waiting to be sent: out-of-order ones, and in-order ones whose turn came.
+        self.replies: deque[bytes | bytearray] = deque()
+        self.inflight = 0  # calls running elsewhere (changed under Server._calls_lock)
         self.paused = False  # reading paused: max_calls_per_connection reached
+        # An asyncio server: its in-order replies in order, and its pending async calls.
+        self.order = ReplyOrder()
+        self.calls: dict[int, AsyncCall] = {}
 
 
 class Server:
@@ -131,6 +141,8 @@ class Server:
         mode: str = DEFAULT_MODE,
         limits: ServerLimits | None = None,
         release_memory_after: float | None = 5.0,
+        loop: asyncio.AbstractEventLoop | None = None,
+        uvloop: bool | None = None,
         **limit_options: Any,
     ) -> None:
         base = limits or DEFAULT_LIMITS
@@ -186,6 +198,12 @@ class Server:
         self._auto = mode == "auto"
         self._watched: list[Poller] = []
         self._draining = False
+        # asyncio (server/aio.py): the loop async handlers run on, when there are any.
+        self._given_aio_loop = loop
+        self._uvloop = uvloop
+        self._aio_loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: LoopThread | None = None
+        self._loop_poller: LoopPoller | None = None
         self._listener: Listener | None = None
         self._thread: threading.Thread | None = None
         self._loop = EventLoop(
@@ -232,6 +250,8 @@ class Server:
         if not self.dispatcher.services:
             raise RuntimeError("register at least one handler before starting the server")
         self._loop.max_connections = fd_capped(self.limits.max_connections)
+        if self.dispatcher.has_async:
+            self._start_asyncio()
         if self._given_listener is not None:
             self._listener = convert_listener(self._given_listener)
         else:
@@ -241,7 +261,7 @@ class Server:
         self._thread = threading.Thread(
             target=self._loop.serve, args=(self._listener,), name="rpcpoll-server", daemon=True
         )
-        if self._auto:  # handlers run on the pollers: watch them for handlers that block
+        if self._auto and self._aio_loop is None:  # handlers on the pollers: watch for blocking
             self._watched = manager().initialize()
             for poller in self._watched:
                 poller.watch_stalls()
@@ -251,6 +271,20 @@ class Server:
             self._releaser.start()
         log.info("rpcpoll server listening on %s", self.address)
         log.debug("limits: %s", self.limits.describe())
+
+    def _start_asyncio(self) -> None:
+        """Async handlers: serve every connection on a LoopPoller of the event loop they run
+        on (the given loop, else one on a thread of the server's); sync handlers run on the
+        worker pool (server/aio.py)."""
+        loop = self._given_aio_loop
+        if loop is None:
+            self._loop_thread = LoopThread(new_loop(self._uvloop))
+            loop = self._loop_thread.loop
+        self._aio_loop = loop
+        self._loop_poller = LoopPoller(loop, name="rpcpoll-aio-poller")
+        self._loop.use_poller(self._loop_poller)
+        self._auto = self._run_on_poller = False
+        self.mode = "asyncio"
 
     def serve(self) -> None:
         """Start (if not started) and block until `shutdown()`."""
@@ -284,7 +318,17 @@ class Server:
             poller.unwatch_stalls()
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
+        if self._loop_poller is not None:
+            self._loop_poller.close()
+        if self._loop_thread is not None:
+            self._loop_thread.stop()  # cancels what is still running
         return finished
+
+    async def aclose(self, timeout: float | None = None) -> bool:
+        """`shutdown()` from async code: the loop keeps running (and draining async calls)
+        while it waits on another thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.shutdown, timeout)
 
     def __enter__(self) -> Server:
         if self._thread is None:
@@ -297,7 +341,24 @@ class Server:
     # ------------------------------------------------------------------ connection work
 
     def _on_prepare(self, conn: Connection) -> _ConnState:
-        return _ConnState()
+        state = _ConnState()
+        if self._aio_loop is not None:
+            conn.add_close_callback(lambda _conn: self._cancel_calls(state))
+        return state
+
+    def _cancel_calls(self, state: _ConnState) -> None:
+        """The connection closed: its callers are gone, so are their async calls."""
+        loop = self._aio_loop
+        if not state.calls or loop is None:
+            return
+
+        def cancel_all() -> None:
+            for call in list(state.calls.values()):
+                cancel_call(call)
+
+        if loop.is_closed():
+            return
+        loop.call_soon_threadsafe(cancel_all)
 
     def _is_busy(self, state: Any, conn: Connection) -> bool:
         return isinstance(state, _ConnState) and state.inflight > 0
@@ -323,9 +384,9 @@ class Server:
                     self._serve_frames(whole, state, conn, out, extra, now)
                 reader.release()
                 writer = conn.writer()
+                self._link_replies(state, writer)  # first: in-order replies released earlier
                 if out:
                     writer.write_binary(out)  # copied if small, else linked: `out` is not reused
-                self._link_replies(state, writer)
                 if writer.malloc_len():
                     conn.flush()
             if state.replies:  # queued while we held the lock: nobody else will send them
@@ -417,6 +478,10 @@ class Server:
         shed = self._shed_info[extra is not None]
         if self._calls >= self._max_calls:  # load shedding: no decoding, no hop
             append_frame(out, flags, seq_id, shed[0])
+        elif self._aio_loop is not None:
+            self._serve_on_asyncio(
+                seq_id, flags, info, payload, entry, state, conn, out, extra, now
+            )
         elif flags & FLAG_OUT_OF_ORDER and not self._run_on_poller:
             if self._start_out_of_order(conn, state):
                 raw = (seq_id, flags, info, payload)
@@ -452,6 +517,122 @@ class Server:
                 with self._calls_lock:
                     self._calls -= 1
         return inline
+
+    def _serve_on_asyncio(
+        self,
+        seq_id: int,
+        flags: int,
+        info: bytes,
+        payload: memoryview,
+        entry: CachedCall | None,
+        state: _ConnState,
+        conn: Connection,
+        out: bytearray,
+        extra: dict[str, str] | None,
+        now: float,
+    ) -> None:
+        """A frame of an asyncio server (server/aio.py), on the event loop's thread: async
+        calls start here, sync ones go to the worker pool; in-order replies keep their order."""
+        if flags & FLAG_STREAMING:
+            self._on_stream_frame(seq_id, info, state)
+            return
+        oneway = False
+        if entry is None:
+            resolved = self.dispatcher.resolve(seq_id, flags, info, out, extra)
+            if resolved is None:
+                return
+            entry, oneway = resolved
+        ordered = not flags & FLAG_OUT_OF_ORDER and not oneway
+        order = state.order
+        if not entry[0].is_async:  # a sync handler: never on the loop
+            slot = order.take() if ordered else None
+            self._count_call(conn, state, +1)
+            self._pool.submit(
+                partial(
+                    self._serve_on_pool, conn, state, entry, seq_id, flags, payload, extra,
+                    now, oneway, slot,
+                )
+            )  # fmt: skip
+            return
+        assert self._aio_loop is not None
+        slot = order.take() if ordered and order else None
+
+        def on_pending(call: AsyncCall) -> None:
+            if ordered and call.slot is None:
+                call.slot = order.take()  # none was pending: this one is next in line
+            state.calls[seq_id] = call
+            self._count_call(conn, state, +1)
+
+        def on_done(call: AsyncCall, reply: bytearray | None) -> None:
+            if state.calls.pop(seq_id, None) is not None:
+                self._count_call(conn, state, -1)
+            self._queue_reply(conn, state, call.slot, reply)
+
+        start_call(
+            self.dispatcher, self._aio_loop, entry, seq_id, flags, payload, extra, now, out,
+            slot, oneway, on_pending, on_done,
+        )  # fmt: skip
+
+    def _serve_on_pool(
+        self,
+        conn: Connection,
+        state: _ConnState,
+        entry: CachedCall,
+        seq_id: int,
+        flags: int,
+        payload: memoryview,
+        extra: dict[str, str] | None,
+        now: float,
+        oneway: bool,
+        slot: list[Any] | None,
+    ) -> None:
+        """A sync handler's call of an asyncio server, on a worker thread."""
+        reply = bytearray()
+        try:
+            self.dispatcher.call(entry, seq_id, flags, payload, reply, extra, now, oneway)
+        finally:
+            self._count_call(conn, state, -1)
+        try:
+            self._queue_reply(conn, state, slot, reply)
+        except ProtocolError as exc:
+            log.warning("closing %r: %s", conn, exc)
+            conn.close()
+        except TransportError as exc:
+            log.debug("connection %r went away: %s", conn, exc)
+
+    def _queue_reply(
+        self,
+        conn: Connection,
+        state: _ConnState,
+        slot: list[Any] | None,
+        reply: bytes | bytearray | None,
+    ) -> None:
+        """Queue a reply that came after its batch (in its turn, for an in-order call) and
+        send what is queued unless another thread is sending."""
+        if slot is not None:
+            state.replies.extend(state.order.complete(slot, reply))
+        elif reply:
+            state.replies.append(reply)
+        if state.replies and conn.is_active():
+            self._send_replies(conn, state)
+
+    def _count_call(self, conn: Connection, state: _ConnState, step: int) -> None:
+        with self._calls_lock:
+            state.inflight += step
+            self._calls += step
+
+    def _on_stream_frame(self, seq_id: int, info: bytes, state: _ConnState) -> None:
+        """A stream frame. So far only RST, by which a client cancels a call of its own."""
+        try:
+            frame_type = parse_info(info, self.limits.max_header_entries)[7]
+        except ProtocolError:
+            raise
+        if frame_type == FrameType.RST:
+            call = state.calls.get(seq_id)
+            if call is not None:
+                cancel_call(call)
+        else:
+            log.debug("dropping a stream frame of type %d (seq %d)", frame_type, seq_id)
 
     def _leave_poller(self, conn: Connection, state: _ConnState, route: Route | None) -> None:
         """Mode "auto": a call of `route` blocked the poller (the watchdog gave its loop to

@@ -82,6 +82,7 @@ class EventLoop:
         max_unread: int | None = None,
         partial_timeout: float | None = None,
         partial_budget: int | None = None,
+        poller: Poller | None = None,
     ) -> None:
         self.on_request = on_request
         self.on_prepare = on_prepare
@@ -108,11 +109,21 @@ class EventLoop:
         self._connections: set[Connection] = set()
         self._listener: Listener | None = None
         self._poller: Poller | None = None
+        # The poller for the listener and every connection; None: the process's pollers.
+        self._fixed_poller = poller
         self._stopped = threading.Event()
         self._closing = False
         self._backoff = 0
 
     # ------------------------------------------------------------------ public API
+
+    def use_poller(self, poller: Poller, runner: Runner | None = run_inline) -> None:
+        """Before `serve`: put the listener and every connection on `poller` (an event loop's
+        LoopPoller, say) with handlers run by `runner` (inline: on the poller's thread)."""
+        if self._listener is not None:
+            raise RuntimeError("use_poller() must come before serve()")
+        self._fixed_poller = poller
+        self._runner = runner
 
     def serve(self, listener: Listener | socket.socket) -> None:
         """Accept and serve connections until `shutdown()`; blocks the calling thread."""
@@ -122,7 +133,7 @@ class EventLoop:
             if not isinstance(listener, Listener):
                 listener = convert_listener(listener)
             self._listener = listener
-            self._poller = manager().pick()
+            self._poller = self._fixed_poller or manager().pick()
             self._poller.register(listener.fileno(), self._on_accept)
         self._stopped.wait()
 
@@ -266,7 +277,7 @@ class EventLoop:
         poller.call_later(delay, resume)
 
     def _serve_connection(self, sock: socket.socket) -> None:
-        conn = Connection(sock, runner=self._runner)
+        conn = Connection(sock, runner=self._runner, poller=self._fixed_poller)
         conn._server_side = True
         if self.read_timeout:
             conn.set_read_timeout(self.read_timeout)

@@ -45,6 +45,10 @@ class Backend(Protocol):
     def unregister(self, fd: int) -> None: ...
     def poll(self, timeout: float) -> list[tuple[int, int]]: ...
     def close(self) -> None: ...
+    def fileno(self) -> int:
+        """The backend's own fd, readable while any registered fd is ready (so another
+        event loop can watch this one: transport/loop_poller.py)."""
+        ...
 
 
 class EpollBackend:
@@ -76,6 +80,9 @@ class EpollBackend:
     def poll(self, timeout: float) -> list[tuple[int, int]]:
         return self._epoll.poll(timeout, _MAX_EVENTS)
 
+    def fileno(self) -> int:
+        return self._epoll.fileno()
+
     def close(self) -> None:
         self._epoll.close()
 
@@ -87,6 +94,9 @@ if sys.platform != "linux":  # kqueue exists on macOS and the BSDs only
 
         def __init__(self) -> None:
             self._kq = select.kqueue()
+
+        def fileno(self) -> int:
+            return self._kq.fileno()
             self._writing: set[int] = set()
             self._not_reading: set[int] = set()
 

@@ -92,7 +92,7 @@ class Poller:
     exception from a handler is logged and never stops the loop.
     """
 
-    def __init__(self, name: str = "rpcpoll-poller") -> None:
+    def __init__(self, name: str = "rpcpoll-poller", *, start: bool = True) -> None:
         self._backend: Backend = default_backend()
         self._handlers: dict[int, Handler] = {}
         self._ready: deque[Callable[[], None]] = deque()
@@ -132,7 +132,8 @@ class Poller:
         self._watchdog: threading.Thread | None = None
         self._thread = threading.Thread(target=self._run, args=(0,), name=name, daemon=True)
         self._ident: int | None = None
-        self._thread.start()
+        if start:  # else a subclass drives the loop (LoopPoller)
+            self._thread.start()
 
     # ------------------------------------------------------------------ public API
 
