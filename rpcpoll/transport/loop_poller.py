@@ -58,6 +58,8 @@ class LoopPoller(Poller):
         if self._closed:
             return
         self._ident = threading.get_ident()
+        # The loop's thread is a poller thread while any LoopPoller is attached to it.
+        _thread_state.loop_pollers = getattr(_thread_state, "loop_pollers", 0) + 1
         _thread_state.is_poller = True
         self._loop.add_reader(self._backend.fileno(), self._round)
         self._attached = True
@@ -150,6 +152,10 @@ class LoopPoller(Poller):
             return
         if self._attached:
             self._attached = False
+            if self._ident == threading.get_ident():
+                _thread_state.loop_pollers -= 1
+                if not _thread_state.loop_pollers:
+                    _thread_state.is_poller = False  # an ordinary thread again
             try:
                 self._loop.remove_reader(self._backend.fileno())
             except (RuntimeError, ValueError, OSError):  # the loop is closed or the fd gone
