@@ -41,6 +41,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -59,6 +60,7 @@ from .pool import PoolOptions
 __all__ = ["DEFAULT_MUX_CONNECTIONS", "NO_RETRY", "ClientChannel", "RetryPolicy", "open_channel"]
 
 DEFAULT_MUX_CONNECTIONS = 8
+_NONE: frozenset[Instance] = frozenset()
 _NETWORKS = ("tcp", "tcp4", "tcp6", "unix")
 
 log = logging.getLogger("rpcpoll.client")
@@ -212,6 +214,40 @@ class ClientChannel:
         metadata: Mapping[str, str] | None,
         reply_metadata: dict[str, str] | None = None,
     ) -> Any:
+        payload, deadline, template, hash_key = self._prepare(
+            service, method, request, timeout, metadata
+        )
+        failed: set[Instance] | None = None  # instances this call failed on: tried last
+        attempt = 1
+        while True:
+            endpoint = self._pick(hash_key, failed)
+            try:
+                reply = endpoint.transport.call(template, payload, deadline, metadata)
+                endpoint.breaker.on_success()
+                break
+            except NotSentError as exc:
+                failure: Exception = exc
+            except MaybeSentError as exc:
+                failure = exc
+            failed = failed or set()
+            time.sleep(
+                self._after_failure(service, method, endpoint, failure, attempt, deadline, failed)
+            )
+            attempt += 1
+        return self._result(method, reply, reply_metadata)
+
+    # The steps of a call that do not depend on how it waits (the async channel shares them).
+
+    def _prepare(
+        self,
+        service: ServiceDescriptor,
+        method: MethodDescriptor,
+        request: Any,
+        timeout: float | None,
+        metadata: Mapping[str, str] | None,
+    ) -> tuple[bytes, float | None, RequestTemplate, str | bytes | None]:
+        """(payload, deadline, header template, hash key) of a call, checked before anything
+        is sent: the request's type and fields, the frame size, the channel being open."""
         if self._closed:
             raise UnavailableError(message="the client is closed")
         payload = method.encode_request(request)
@@ -230,34 +266,41 @@ class ClientChannel:
                     f" over this client's max_frame_size of {self.max_frame_size}; nothing was sent"
                 )
         hash_key = self._hash_key(method.name, request, metadata) if self._hash_key else None
-        failed: set[Instance] = set()  # instances this call failed on: tried last
-        attempt = 1
-        while True:
-            endpoint = self._pick(hash_key, failed)
-            try:
-                reply = endpoint.transport.call(template, payload, deadline, metadata)
-                endpoint.breaker.on_success()
-                break
-            except NotSentError as exc:
-                failure: Exception = exc
-                retry = True
-            except MaybeSentError as exc:
-                failure, retry = exc, self._is_idempotent(service, method)
-            endpoint.breaker.on_failure()
-            failed.add(endpoint.instance)
-            if (
-                not retry
-                or attempt >= self.retry.max_attempts
-                or (deadline is not None and time.monotonic() >= deadline)
-            ):
-                cause = failure.__cause__ or failure
-                where = endpoint.instance.target
-                raise UnavailableError(message=f"{where}: {cause}") from cause
-            pause = self.retry.pause(attempt)
-            if deadline is not None:
-                pause = min(pause, max(0.0, deadline - time.monotonic()))
-            time.sleep(pause)
-            attempt += 1
+        return payload, deadline, template, hash_key
+
+    def _after_failure(
+        self,
+        service: ServiceDescriptor,
+        method: MethodDescriptor,
+        endpoint: _Endpoint,
+        failure: Exception,
+        attempt: int,
+        deadline: float | None,
+        failed: set[Instance],
+    ) -> float:
+        """After an attempt that failed with NotSentError or MaybeSentError: the pause before
+        the next attempt, or UnavailableError when the call may not (or cannot) be retried."""
+        endpoint.breaker.on_failure()
+        failed.add(endpoint.instance)
+        retry = isinstance(failure, NotSentError) or self._is_idempotent(service, method)
+        if (
+            not retry
+            or attempt >= self.retry.max_attempts
+            or (deadline is not None and time.monotonic() >= deadline)
+        ):
+            cause = failure.__cause__ or failure
+            where = endpoint.instance.target
+            raise UnavailableError(message=f"{where}: {cause}") from cause
+        pause = self.retry.pause(attempt)
+        if deadline is not None:
+            pause = min(pause, max(0.0, deadline - time.monotonic()))
+        return pause
+
+    @staticmethod
+    def _result(
+        method: MethodDescriptor, reply: Reply, reply_metadata: dict[str, str] | None
+    ) -> Any:
+        """The response of a reply, or its RpcError raised."""
         msg_type, status, status_message, received, body = reply
         if reply_metadata is not None:
             reply_metadata.update(received)
@@ -268,10 +311,19 @@ class ClientChannel:
         except ValueError as exc:
             raise InternalError(message=f"cannot decode the reply to {method.name}: {exc}") from exc
 
-    def _pick(self, hash_key: str | bytes | None, failed: set[Instance]) -> _Endpoint:
+    def _pick(
+        self, hash_key: str | bytes | None, failed: AbstractSet[Instance] | None
+    ) -> _Endpoint:
         """The endpoint for the next attempt: an instance whose breaker allows a call,
         preferring those this call has not failed on."""
         picker, endpoints = self._view
+        if not failed:  # the first attempt: most often the first pick will do
+            instance = picker.pick(hash_key, _NONE)
+            if instance is not None:
+                endpoint = endpoints[instance]
+                if endpoint.breaker.allow():
+                    return endpoint
+        failed = failed or _NONE
         refused: set[Instance] = set()  # breakers said no
         avoid_failed = bool(failed)
         while True:
