@@ -33,6 +33,9 @@ from .protocol.status import (
 )
 
 __all__ = [
+    "AsyncChannel",
+    "AsyncClient",
+    "AsyncHandler",
     "CallContext",
     "Channel",
     "Client",
@@ -332,6 +335,100 @@ class Client:
                 service, service.methods[method], request, timeout=timeout, metadata=metadata
             )
         return self._channel.unary_call(
+            service,
+            service.methods[method],
+            request,
+            timeout=timeout,
+            metadata=metadata,
+            reply_metadata=reply_metadata,
+        )
+
+
+@runtime_checkable
+class AsyncChannel(Protocol):
+    """How an async client sends a unary call (implemented by rpcpoll.aio and
+    AsyncLocalChannel)."""
+
+    async def unary_call(
+        self,
+        service: ServiceDescriptor,
+        method: MethodDescriptor,
+        request: Any,
+        *,
+        timeout: float | None,
+        metadata: Mapping[str, str] | None,
+        reply_metadata: dict[str, str] | None = None,
+    ) -> Any:
+        """As `Channel.unary_call`, awaited; cancelling the awaiting task cancels the call."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class AsyncHandler:
+    """Base of every generated `SAsyncHandler`: override the rpc methods with `async def`
+    methods taking `(request, context)`. They run on the server's event loop (docs/asyncio.md)."""
+
+    SERVICE: ClassVar[ServiceDescriptor]
+
+
+AC = TypeVar("AC", bound="AsyncClient")
+
+
+class AsyncClient:
+    """Base of every generated `SAsyncClient`: the same calls, awaited.
+
+    `target` is an AsyncChannel, used as is, or an address string handed with `options` to
+    `rpcpoll.aio.open_async_channel` (any `ClientChannel` option; connections are multiplexed,
+    `mux` is how many per instance at most). The client may be made outside an event loop; it
+    binds to the loop of its first call. `async with` (or `await client.aclose()`) closes it.
+    """
+
+    SERVICE: ClassVar[ServiceDescriptor]
+
+    def __init__(self, target: str | AsyncChannel, **options: Any) -> None:
+        if isinstance(target, str):
+            runtime = importlib.import_module("rpcpoll.aio")
+            self._channel: AsyncChannel = runtime.open_async_channel(target, **options)
+        elif isinstance(target, AsyncChannel):
+            if options:
+                raise TypeError(f"options apply to address targets only: {sorted(options)}")
+            self._channel = target
+        else:
+            raise TypeError(
+                f"target must be an address or an AsyncChannel, not {type(target).__name__}"
+            )
+
+    @property
+    def channel(self) -> AsyncChannel:
+        """The channel this client sends calls through."""
+        return self._channel
+
+    def close(self) -> None:
+        """Close the channel (calls still waiting fail)."""
+        self._channel.close()
+
+    async def aclose(self) -> None:
+        """Close the channel from async code."""
+        self._channel.close()
+
+    async def __aenter__(self: AC) -> AC:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def _call_unary(
+        self,
+        method: str,
+        request: Any,
+        timeout: float | None,
+        metadata: Mapping[str, str] | None,
+        reply_metadata: dict[str, str] | None = None,
+    ) -> Any:
+        """Send a unary call of this service's method `method` (wire name), awaited."""
+        service = self.SERVICE
+        return await self._channel.unary_call(
             service,
             service.methods[method],
             request,

@@ -58,6 +58,7 @@ __all__ = [
     "parse_info",
     "refusal_frame",
     "reply_info",
+    "stream_info",
     "write_exception",
     "write_frame",
     "write_info_frame",
@@ -421,6 +422,16 @@ REPLY_HEAD: Final = bytes(FIXED_SIZE) + _REPLY_INFO
 def reply_info(metadata: Mapping[str, str] | None = None) -> bytes:
     """The header info of a REPLY frame with this metadata."""
     return _REPLY_INFO if not metadata else _header_info(_REPLY_INTS, _checked(metadata))
+
+
+def stream_info(
+    frame_type: FrameType, method: str = "", metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """The header info of a stream frame (sent with FLAG_STREAMING)."""
+    ints = [(int(IntKey.FRAME_TYPE), b"%d" % frame_type)]
+    if method:
+        ints.append((int(IntKey.TO_METHOD), method.encode()))
+    return _header_info(ints, _checked(metadata or {}))
 
 
 def append_frame(

@@ -561,11 +561,11 @@ class Server:
             if ordered and call.slot is None:
                 call.slot = order.take()  # none was pending: this one is next in line
             state.calls[seq_id] = call
-            self._count_call(conn, state, +1)
+            self._count_call(conn, state, +1, on_thread=False)
 
         def on_done(call: AsyncCall, reply: bytearray | None) -> None:
             if state.calls.pop(seq_id, None) is not None:
-                self._count_call(conn, state, -1)
+                self._count_call(conn, state, -1, on_thread=False)
             self._queue_reply(conn, state, call.slot, reply)
 
         start_call(
@@ -616,10 +616,25 @@ class Server:
         if state.replies and conn.is_active():
             self._send_replies(conn, state)
 
-    def _count_call(self, conn: Connection, state: _ConnState, step: int) -> None:
+    def _count_call(
+        self, conn: Connection, state: _ConnState, step: int, on_thread: bool = True
+    ) -> None:
+        """A call of an asyncio server starts (+1) or ends (-1). Each counts toward its
+        connection's limit (reading pauses at max_calls_per_connection); a call that takes a
+        worker thread (`on_thread`) counts toward max_calls too, an async one does not."""
+        limit = self._max_conn_calls
         with self._calls_lock:
             state.inflight += step
-            self._calls += step
+            if on_thread:
+                self._calls += step
+            pause = step > 0 and state.inflight >= limit and not state.paused
+            resume = step < 0 and state.paused and state.inflight < limit
+            if pause or resume:
+                state.paused = pause
+        if pause:
+            conn.pause_reading()
+        elif resume:
+            conn.resume_reading()
 
     def _on_stream_frame(self, seq_id: int, info: bytes, state: _ConnState) -> None:
         """A stream frame. So far only RST, by which a client cancels a call of its own."""

@@ -7,6 +7,7 @@ are filesystem paths (a leading NUL selects Linux's abstract namespace).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import os
@@ -19,6 +20,7 @@ from typing import Any
 
 from .connection import Connection, Runner
 from .errors import DialError, DialRefusedError, DialTimeoutError, UnsupportedNetworkError
+from .poller import Poller
 
 __all__ = [
     "Dialer",
@@ -26,6 +28,7 @@ __all__ = [
     "convert_listener",
     "create_listener",
     "dial_connection",
+    "dial_connection_async",
     "parse_tcp_address",
 ]
 
@@ -221,6 +224,71 @@ def dial_connection(
     conn = Connection(sock, runner=runner, network=network, direct=direct)
     conn._register()
     return conn
+
+
+async def dial_connection_async(
+    network: str,
+    address: str | tuple[str, int],
+    timeout: float | None,
+    poller: Poller,
+    runner: Runner | None = None,
+) -> Connection:
+    """`dial_connection` from a coroutine, on the running event loop (resolving and
+    connecting without blocking it), for a Connection that `poller` drives (the loop's
+    LoopPoller: transport/loop_poller.py). Raises as `dial_connection` does."""
+    _check_network(network)
+    try:
+        if timeout:
+            sock = await asyncio.wait_for(_connect_async(network, address), timeout)
+        else:
+            sock = await _connect_async(network, address)
+    except asyncio.TimeoutError:  # TimeoutError itself from 3.11 on
+        raise DialTimeoutError(f"dial timeout connecting to {address!r}") from None
+    conn = Connection(sock, poller=poller, runner=runner, network=network)
+    conn._register()
+    return conn
+
+
+async def _connect_async(network: str, address: str | tuple[str, int]) -> socket.socket:
+    loop = asyncio.get_running_loop()
+    targets: list[tuple[int, Any]]
+    if network == "unix":
+        if not isinstance(address, str):
+            raise ValueError("a unix address is a path")
+        targets = [(socket.AF_UNIX, address)]
+    else:
+        host, port = parse_tcp_address(address)
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            try:
+                infos = await loop.getaddrinfo(
+                    host, port, family=_FAMILIES[network], type=socket.SOCK_STREAM
+                )
+            except socket.gaierror as exc:
+                raise DialError(f"cannot resolve {host!r}: {exc}") from exc
+            targets = [(info[0], info[4]) for info in infos]
+        else:
+            targets = [(socket.AF_INET if ip.version == 4 else socket.AF_INET6, (host, port))]
+    last_error: Exception = DialError(f"no address found for {address!r}")
+    for family, sockaddr in targets:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, sockaddr)
+        except OSError as exc:
+            sock.close()
+            if exc.errno in _REFUSED or isinstance(exc, ConnectionRefusedError):
+                code = exc.errno or errno.ECONNREFUSED
+                last_error = DialRefusedError(code, f"connection refused by {address!r}")
+            else:
+                last_error = DialError(exc.errno or 0, f"dial {address!r}: {exc}")
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    raise last_error
 
 
 class Dialer:

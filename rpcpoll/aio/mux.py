@@ -1,0 +1,438 @@
+"""Async calls multiplexed over a few connections that the event loop itself drives.
+
+An `AsyncMuxTransport` keeps, for one address, a ring of up to `size` connections on the
+running loop's LoopPoller (transport/loop_poller.py): replies are read, and requests written,
+on the loop's thread, so a call costs no thread hand-off. The ring grows on demand: a new
+connection is dialed only when every connection already has calls waiting, so a task calling
+one at a time uses one connection, and 1000 concurrent tasks use at most `size`.
+
+Per call (`AsyncMuxConnection.call`): a sequence id and a future; the request frame (flagged
+out-of-order) goes into the connection's output buffer at once, and one flush per loop round
+sends every request written in that round. The reply resolves the future by sequence id.
+
+- **Cancel.** A call whose task is cancelled, or whose deadline passes, forgets its future (a
+  late reply is dropped) and, if its request was sent, sends an RST frame with its sequence id
+  so that the server cancels the handler (an async one sees CancelledError). The connection
+  stays in use.
+- **A connection that dies** fails its waiting calls at once, as the sync mux does: NotSent
+  for requests never flushed, MaybeSent for the others; `crrst` retires it.
+- **Bounds** as for the sync mux: `max_calls` waiting per connection and `max_unsent` bytes
+  the server has not taken; a call that finds every connection full fails with
+  RESOURCE_EXHAUSTED, never sent.
+- **The loop.** A transport binds to the loop of its first call. Used from another loop once
+  that one is closed (a new `asyncio.run`), it starts afresh; from two live loops at once, the
+  second gets RuntimeError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ..client.longconn import refusal_of, reply_of, reply_too_large
+from ..client.outcome import MaybeSentError, NotSentError, Reply
+from ..protocol.frame import (
+    CONNECTION_RESET_KEY,
+    FLAG_OUT_OF_ORDER,
+    FLAG_STREAMING,
+    FrameReader,
+    FrameTooLargeError,
+    FrameType,
+    ProtocolError,
+    RequestTemplate,
+    append_frame,
+    parse_info,
+    stream_info,
+)
+from ..protocol.status import DeadlineExceededError, InternalError, ResourceExhaustedError
+from ..transport.connection import Connection, run_inline
+from ..transport.errors import DialError, DialRefusedError, DialTimeoutError, TransportError
+from ..transport.loop_poller import LoopPoller
+from ..transport.net import dial_connection_async
+
+__all__ = ["AsyncMuxConnection", "AsyncMuxTransport", "loop_poller"]
+
+log = logging.getLogger("rpcpoll.client")
+
+_MAX_SEQ = 0x7FFFFFFF
+_RST_INFO = stream_info(FrameType.RST)  # cancels the call with the frame's sequence id
+
+
+class _PendingCall:
+    __slots__ = ("future", "sent", "timer")
+
+    def __init__(self, future: asyncio.Future[tuple[bytes, memoryview]]) -> None:
+        self.future = future
+        self.sent = False  # flushed to the socket: a failure now is "maybe sent"
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class AsyncMuxConnection:
+    """One connection many tasks call over at once (on its loop's thread only)."""
+
+    def __init__(
+        self, conn: Connection, loop: asyncio.AbstractEventLoop, frames: FrameReader, describe: str
+    ) -> None:
+        self._conn = conn
+        self._loop = loop
+        self._frames = frames
+        self._describe = describe
+        self._pending: dict[int, _PendingCall] = {}
+        self._unflushed: list[_PendingCall] = []
+        self._flush_scheduled = False
+        self._seq = itertools.count(1)
+        self.retired = False
+        self.dead = False
+        self.refused: str | None = None
+        conn.add_close_callback(self._on_close)
+        conn.set_on_request(self._on_request)
+
+    @property
+    def usable(self) -> bool:
+        return not (self.dead or self.retired)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def has_room(self, max_calls: int, max_unsent: int) -> bool:
+        return len(self._pending) < max_calls and self._conn.unsent_bytes <= max_unsent
+
+    def close(self) -> None:
+        self._conn.close()
+
+    async def call(
+        self,
+        template: RequestTemplate,
+        payload: bytes,
+        deadline: float | None,
+        metadata: Mapping[str, str] | None,
+    ) -> Reply:
+        """One attempt; raises NotSentError, MaybeSentError, DeadlineExceededError or
+        InternalError; cancelling the awaiting task cancels the call (module docs)."""
+        timeout_ms = None
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceededError(message="deadline exceeded before the call was sent")
+            timeout_ms = max(1, int(remaining * 1000))
+        if self.dead:
+            raise NotSentError(f"connection to {self._describe} is closed")
+        pending = self._pending
+        seq_id = next(self._seq) & _MAX_SEQ
+        while not seq_id or seq_id in pending:  # after a wrap-around: skip ids still waiting
+            seq_id = next(self._seq) & _MAX_SEQ
+        future: asyncio.Future[tuple[bytes, memoryview]] = self._loop.create_future()
+        call = _PendingCall(future)
+        pending[seq_id] = call
+        template.write(
+            self._conn.writer(), seq_id, payload, timeout_ms, metadata, FLAG_OUT_OF_ORDER
+        )
+        self._unflushed.append(call)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        if deadline is not None:
+            call.timer = self._loop.call_later(
+                max(0.0, deadline - time.monotonic()), self._expire, seq_id, call
+            )
+        try:
+            info, body = await future
+        except asyncio.CancelledError:
+            self._forget(seq_id, call)
+            raise
+        finally:
+            if call.timer is not None:
+                call.timer.cancel()
+        try:
+            reply = reply_of(info, body)
+        except ProtocolError as exc:
+            raise InternalError(message=f"protocol error from {self._describe}: {exc}") from exc
+        if CONNECTION_RESET_KEY in reply[3]:
+            self.retired = True
+        if self.retired and not pending:
+            self._conn.close()
+        return reply
+
+    def _forget(self, seq_id: int, call: _PendingCall) -> None:
+        """The caller gave up: drop its future (a late reply is dropped) and, if the request
+        went out, ask the server to cancel the call."""
+        if self._pending.get(seq_id) is call:
+            del self._pending[seq_id]
+            if call.sent and not self.dead:
+                self._send_rst(seq_id)
+
+    def _expire(self, seq_id: int, call: _PendingCall) -> None:
+        if call.future.done():
+            return
+        self._forget(seq_id, call)
+        call.future.set_exception(
+            DeadlineExceededError(message=f"deadline exceeded waiting for {self._describe}")
+        )
+
+    def _send_rst(self, seq_id: int) -> None:
+        frame = bytearray()
+        append_frame(frame, FLAG_STREAMING, seq_id, _RST_INFO)
+        try:
+            self._conn.writer().write_binary(frame)
+        except TransportError:
+            return
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        unflushed, self._unflushed = self._unflushed, []
+        try:
+            self._conn.flush()  # on the loop's (poller) thread: never waits
+        except TransportError as exc:
+            log.debug("mux connection to %s failed: %s", self._describe, exc)
+            self._conn.close()  # its close callback fails every pending call
+            return
+        for call in unflushed:
+            call.sent = True
+
+    # ------------------------------------------------------------------ reading (the loop)
+
+    def _on_request(self, _context: Any, conn: Connection) -> None:
+        reader = conn.reader()
+        read = self._frames.read_raw
+        pending = self._pending
+        try:
+            while True:
+                raw = read(reader)
+                if raw is None:
+                    break
+                call = pending.pop(raw[0], None)
+                if call is None:
+                    if raw[0] == 0:
+                        self._on_control(raw[2])
+                    continue  # a late reply to a call that gave up: dropped
+                if not call.future.done():
+                    call.future.set_result((raw[2], raw[3]))
+            reader.release()
+        except FrameTooLargeError as exc:
+            call = pending.pop(exc.seq_id, None) if exc.seq_id is not None else None
+            if call is not None and not call.future.done():
+                call.future.set_exception(reply_too_large(exc, self._describe))
+            log.warning("closing mux connection to %s: %s", self._describe, exc)
+            conn.close()
+        except ProtocolError as exc:
+            log.warning("closing mux connection to %s: %s", self._describe, exc)
+            conn.close()
+
+    def _on_control(self, info: bytes) -> None:
+        refused = refusal_of(info)
+        if refused is not None:
+            self.refused = refused
+        try:
+            if CONNECTION_RESET_KEY in parse_info(info)[6]:
+                self.retired = True
+                if not self._pending:
+                    self._conn.close()
+        except ProtocolError as exc:
+            log.warning("bad control frame from %s: %s", self._describe, exc)
+
+    def _on_close(self, conn: Connection) -> None:
+        if not conn.poller.in_poller_thread():
+            try:
+                self._loop.call_soon_threadsafe(self._fail_all)
+            except RuntimeError:  # the loop is closed: nobody awaits these
+                pass
+            return
+        self._fail_all()
+
+    def _fail_all(self) -> None:
+        self.dead = True
+        pending, self._pending = self._pending, {}
+        for call in pending.values():
+            if call.future.done():
+                continue
+            if self.refused is not None:
+                error: Exception = NotSentError(
+                    f"{self._describe} refused the connection: {self.refused}"
+                )
+            elif call.sent:
+                error = MaybeSentError(f"connection to {self._describe} closed")
+            else:
+                error = NotSentError(f"connection to {self._describe} closed before sending")
+            call.future.set_exception(error)
+
+
+_LOOP_POLLERS: dict[int, tuple[asyncio.AbstractEventLoop, LoopPoller, int]] = {}
+_LOOP_POLLERS_LOCK = threading.Lock()
+
+
+def loop_poller(loop: asyncio.AbstractEventLoop) -> LoopPoller:
+    """The LoopPoller of `loop` that async transports share (made on first use; it stays
+    until `release_loop_poller` is called as often as this was)."""
+    with _LOOP_POLLERS_LOCK:
+        found = _LOOP_POLLERS.get(id(loop))
+        if found is not None and found[0] is loop and not found[1].closed:
+            _LOOP_POLLERS[id(loop)] = (loop, found[1], found[2] + 1)
+            return found[1]
+        poller = LoopPoller(loop, name="rpcpoll-client-loop-poller")
+        _LOOP_POLLERS[id(loop)] = (loop, poller, 1)
+        return poller
+
+
+def release_loop_poller(loop: asyncio.AbstractEventLoop) -> None:
+    with _LOOP_POLLERS_LOCK:
+        found = _LOOP_POLLERS.get(id(loop))
+        if found is None or found[0] is not loop:
+            return
+        if found[2] > 1:
+            _LOOP_POLLERS[id(loop)] = (loop, found[1], found[2] - 1)
+            return
+        del _LOOP_POLLERS[id(loop)]
+        poller = found[1]
+    poller.close()
+
+
+class AsyncMuxTransport:
+    """Async calls to one address over a ring of at most `size` multiplexed connections."""
+
+    def __init__(
+        self,
+        network: str,
+        address: str | tuple[str, int],
+        *,
+        size: int,
+        frames: FrameReader,
+        connect_timeout: float | None,
+        describe: str,
+        max_calls: int,
+        max_unsent: int,
+    ) -> None:
+        self._network = network
+        self._address = address
+        self._size = max(1, size)
+        self._frames = frames
+        self._connect_timeout = connect_timeout
+        self._describe = describe
+        self._max_calls = max_calls
+        self._max_unsent = max_unsent
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._poller: LoopPoller | None = None
+        self._ring: list[AsyncMuxConnection] = []
+        self._dialing: asyncio.Future[AsyncMuxConnection] | None = None
+        self._closed = False
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return loop
+        if self._loop is not None:
+            if not self._loop.is_closed():
+                raise RuntimeError(
+                    f"this client is in use on another event loop ({self._describe})"
+                )
+            self._drop_connections()  # its loop is gone: start afresh on this one
+        self._loop = loop
+        self._poller = loop_poller(loop)
+        return loop
+
+    async def call(
+        self,
+        template: RequestTemplate,
+        payload: bytes,
+        deadline: float | None,
+        metadata: Mapping[str, str] | None,
+    ) -> Reply:
+        if self._closed:
+            raise NotSentError(f"the client to {self._describe} is closed")
+        connection = await self._connection(deadline)
+        return await connection.call(template, payload, deadline, metadata)
+
+    async def _connection(self, deadline: float | None) -> AsyncMuxConnection:
+        self._bind()
+        ring = self._ring
+        best: AsyncMuxConnection | None = None
+        for connection in ring:
+            if (
+                connection.usable
+                and connection.has_room(self._max_calls, self._max_unsent)
+                and (best is None or connection.pending < best.pending)
+            ):
+                best = connection
+                if not best.pending:
+                    break
+        if best is not None and (not best.pending or len(ring) >= self._size):
+            return best
+        if len([c for c in ring if c.usable]) < self._size:
+            try:
+                return await self._dial(deadline)
+            except NotSentError:
+                if best is not None:
+                    return best  # a connection that works beats one that would not dial
+                raise
+        if best is not None:
+            return best
+        raise ResourceExhaustedError(
+            message=f"every connection to {self._describe} is full"
+            f" ({self._max_calls} calls waiting, or the server is not reading); nothing was sent"
+        )
+
+    async def _dial(self, deadline: float | None) -> AsyncMuxConnection:
+        """A new connection; concurrent callers share one dial."""
+        if self._dialing is not None:
+            return await asyncio.shield(self._dialing)
+        loop = self._bind()
+        self._dialing = loop.create_future()
+        timeout = self._connect_timeout
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._dialing = None
+                raise DeadlineExceededError(message="deadline exceeded before connecting")
+            timeout = remaining if timeout is None else min(timeout, remaining)
+        try:
+            assert self._poller is not None
+            conn = await dial_connection_async(
+                self._network, self._address, timeout, self._poller, run_inline
+            )
+        except (DialRefusedError, DialError, DialTimeoutError) as exc:
+            error = NotSentError(str(exc))
+            self._dialing.set_exception(error)
+            self._dialing.exception()  # retrieved: no "never retrieved" warning
+            self._dialing = None
+            raise error from exc
+        connection = AsyncMuxConnection(conn, loop, self._frames, self._describe)
+        self._ring = [c for c in self._ring if not c.dead] + [connection]
+        self._dialing.set_result(connection)
+        self._dialing = None
+        if self._closed:
+            connection.close()
+        return connection
+
+    def warm_up(self, count: int, deadline: float | None = None) -> int:
+        return 0  # async connections are dialed by the first calls
+
+    def _drop_connections(self) -> None:
+        ring, self._ring = self._ring, []
+        for connection in ring:
+            connection.close()
+        if self._loop is not None:
+            release_loop_poller(self._loop)
+        self._loop = self._poller = None
+
+    def close(self) -> None:
+        """Close the connections (calls waiting on them fail); from any thread."""
+        self._closed = True
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop or loop.is_closed() or not loop.is_running():
+            self._drop_connections()
+        else:
+            loop.call_soon_threadsafe(self._drop_connections)
