@@ -55,6 +55,7 @@ __all__ = [
     "encode_frame",
     "exception_info",
     "frame_from_raw",
+    "parse_blocks",
     "parse_info",
     "refusal_frame",
     "reply_info",
@@ -459,20 +460,11 @@ _MAX_ENTRIES = 1 << 62  # "no limit" for parse_info
 _EMPTY_METADATA: Mapping[str, str] = MappingProxyType({})
 
 
-def parse_info(info: bytes, max_entries: int | None = None) -> Info:
-    """(message type, method, service, timeout ms, status, status message, metadata, frame
-    type) of a frame's header info bytes (frame type 0: not a stream frame); raises
-    MalformedHeaderError.
-
-    With `max_entries`, a header with more entries than that (int-keyed and string-keyed
-    together) raises `HeaderLimitError` before they are read: the parse costs time linear in
-    the header's size with a small constant, whatever the peer sent.
-    """
-    cached = _info_cache.get(info)
-    if cached is not None:
-        if max_entries is not None and len(cached[6]) > max_entries:
-            raise HeaderLimitError(f"header has more than {max_entries} entries")
-        return cached
+def parse_blocks(
+    info: bytes, max_entries: int | None = None
+) -> tuple[dict[int, bytes], dict[str, str]]:
+    """The int-keyed and string-keyed entries of a frame's header info bytes (any block
+    order); raises MalformedHeaderError, or HeaderLimitError past `max_entries` entries."""
     end = len(info)
     entries_left = _MAX_ENTRIES if max_entries is None else max_entries
     if end < 2:
@@ -523,6 +515,27 @@ def parse_info(info: bytes, max_entries: int | None = None) -> Info:
                 raise MalformedHeaderError(f"unknown info block id 0x{block:02x}")
         if pos > end:
             raise MalformedHeaderError("truncated info block")
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise MalformedHeaderError(f"malformed frame header: {exc}") from exc
+    return ints, strs
+
+
+def parse_info(info: bytes, max_entries: int | None = None) -> Info:
+    """(message type, method, service, timeout ms, status, status message, metadata, frame
+    type) of a frame's header info bytes (frame type 0: not a stream frame); raises
+    MalformedHeaderError.
+
+    With `max_entries`, a header with more entries than that (int-keyed and string-keyed
+    together) raises `HeaderLimitError` before they are read: the parse costs time linear in
+    the header's size with a small constant, whatever the peer sent.
+    """
+    cached = _info_cache.get(info)
+    if cached is not None:
+        if max_entries is not None and len(cached[6]) > max_entries:
+            raise HeaderLimitError(f"header has more than {max_entries} entries")
+        return cached
+    try:
+        ints, strs = parse_blocks(info, max_entries)
         msg_type = MessageType(int(ints.get(IntKey.MSG_TYPE, b"1")))
         method = ints.get(IntKey.TO_METHOD, b"").decode()
         raw_timeout = ints.get(IntKey.RPC_TIMEOUT)
