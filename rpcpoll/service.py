@@ -6,13 +6,19 @@ A module written by `rpcpoll gen` holds, for each proto service `S`, a module-le
 and the method's wire name to `getattr(handler, method.python_name)(request, context)`; a
 client sends it through a `Channel`.
 
-`LocalChannel` runs that dispatch in-process, through the same encode/decode steps and the same
-error mapping that a server applies, so handlers and clients can be tested without sockets.
+The async counterparts are `SAsyncClient(AsyncClient)`, `SAsyncHandler(AsyncHandler)` and
+`AsyncChannel`.
+
+`LocalChannel` (and `AsyncLocalChannel`) run that dispatch in-process, through the same
+encode/decode steps and the same error mapping that a server applies, so handlers and clients
+can be tested without sockets.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import inspect
 import logging
 import time
 import types
@@ -36,6 +42,7 @@ __all__ = [
     "AsyncChannel",
     "AsyncClient",
     "AsyncHandler",
+    "AsyncLocalChannel",
     "CallContext",
     "Channel",
     "Client",
@@ -185,7 +192,118 @@ class Channel(Protocol):
         ...
 
 
-class LocalChannel:
+@runtime_checkable
+class AsyncChannel(Protocol):
+    """How an async client sends a unary call (implemented by rpcpoll.aio and
+    AsyncLocalChannel)."""
+
+    async def unary_call(
+        self,
+        service: ServiceDescriptor,
+        method: MethodDescriptor,
+        request: Any,
+        *,
+        timeout: float | None,
+        metadata: Mapping[str, str] | None,
+        reply_metadata: dict[str, str] | None = None,
+    ) -> Any:
+        """As `Channel.unary_call`, awaited; cancelling the awaiting task cancels the call."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class AsyncHandler:
+    """Base of every generated `SAsyncHandler`: override the rpc methods with `async def`
+    methods taking `(request, context)`. They run on the server's event loop (docs/asyncio.md)."""
+
+    SERVICE: ClassVar[ServiceDescriptor]
+
+
+class _LocalServing:
+    """What LocalChannel and AsyncLocalChannel share: the registered handlers, the lookup of
+    a call's method, and the server's steps around the handler (decode, check, encode, error
+    map)."""
+
+    _handler_base: ClassVar[tuple[type, ...]] = (Handler,)
+
+    def __init__(self, *handlers: Handler | AsyncHandler) -> None:
+        self._handlers: dict[str, Handler | AsyncHandler] = {}
+        self._closed = False
+        for handler in handlers:
+            self.register(handler)
+
+    def register(self, handler: Handler | AsyncHandler) -> None:
+        """Serve `handler`'s service on this channel (replacing any earlier handler for it)."""
+        service = getattr(type(handler), "SERVICE", None)
+        if not isinstance(service, ServiceDescriptor) or not isinstance(
+            handler, self._handler_base
+        ):
+            raise TypeError(f"{type(handler).__name__} is not a generated handler (no SERVICE)")
+        self._handlers[service.full_name] = handler
+
+    def close(self) -> None:
+        self._closed = True
+
+    def _route(
+        self, service: ServiceDescriptor, method: MethodDescriptor, timeout: float | None
+    ) -> tuple[Handler | AsyncHandler, MethodDescriptor, float | None]:
+        """The handler and its own descriptor of `method`, and the call's deadline; raises
+        as a server would answer a call it cannot serve."""
+        if self._closed:
+            raise UnavailableError(message="channel is closed")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        handler = self._handlers.get(service.full_name)
+        served = None if handler is None else type(handler).SERVICE.methods.get(method.name)
+        if handler is None or served is None:
+            raise UnimplementedError(message=f"unknown method {service.full_name}/{method.name}")
+        if not served.unary:
+            raise UnimplementedError(
+                message=f"{service.full_name}/{method.name} is a streaming method"
+            )
+        if deadline is not None and time.monotonic() >= deadline:
+            raise DeadlineExceededError(message=f"deadline exceeded before {method.name} was sent")
+        return handler, served, deadline
+
+    @staticmethod
+    def _decode_request(method: MethodDescriptor, payload: bytes) -> Any:
+        """The request off the wire, or the InvalidArgumentError a server would answer
+        (returned, not raised: see `_failure`)."""
+        try:
+            return method.request_type.from_bytes(payload)
+        except ValueError as exc:
+            return InvalidArgumentError(message=f"cannot decode the request: {exc}")
+
+    @staticmethod
+    def _encode_response(where: str, method: MethodDescriptor, response: Any) -> bytes:
+        if not isinstance(response, method.response_type):
+            raise TypeError(
+                f"{where} returned {type(response).__name__}, not {method.response_type.__name__}"
+            )
+        return response.to_bytes()
+
+    @staticmethod
+    def _failure(exc: Exception, where: str) -> RpcError:
+        """The error the caller sees for a handler's exception: an RpcError's code and
+        message only (what crosses the wire); anything else, logged, as InternalError."""
+        if isinstance(exc, RpcError):
+            return RpcError(exc.code, exc.message)
+        _log.error("handler for %s failed", where, exc_info=exc)
+        return InternalError(message=f"{where} failed on the server")
+
+    @staticmethod
+    def _after(method: MethodDescriptor, deadline: float | None, reply: bytes | RpcError) -> Any:
+        """The client side of the reply. Errors are raised here, outside the handler's
+        `except` blocks, so that, as over a network, the caller's exception carries nothing
+        of the server's (no __cause__, no __context__)."""
+        if isinstance(reply, RpcError):
+            raise reply
+        if deadline is not None and time.monotonic() > deadline:
+            raise DeadlineExceededError(message=f"deadline exceeded waiting for {method.name}")
+        return method.response_type.from_bytes(reply)
+
+
+class LocalChannel(_LocalServing):
     """An in-process Channel over registered Handler instances.
 
     Each call encodes the request with `to_bytes` and decodes it again, so the wire form is
@@ -197,17 +315,7 @@ class LocalChannel:
     """
 
     def __init__(self, *handlers: Handler) -> None:
-        self._handlers: dict[str, Handler] = {}
-        self._closed = False
-        for handler in handlers:
-            self.register(handler)
-
-    def register(self, handler: Handler) -> None:
-        """Serve `handler`'s service on this channel (replacing any earlier handler for it)."""
-        service = getattr(type(handler), "SERVICE", None)
-        if not isinstance(service, ServiceDescriptor):
-            raise TypeError(f"{type(handler).__name__} is not a generated handler (no SERVICE)")
-        self._handlers[service.full_name] = handler
+        super().__init__(*handlers)
 
     def unary_call(
         self,
@@ -219,71 +327,81 @@ class LocalChannel:
         metadata: Mapping[str, str] | None,
         reply_metadata: dict[str, str] | None = None,
     ) -> Any:
-        if self._closed:
-            raise UnavailableError(message="channel is closed")
-        deadline = None if timeout is None else time.monotonic() + timeout
+        handler, served, deadline = self._route(service, method, timeout)
         payload = method.encode_request(request)
-
-        handler = self._handlers.get(service.full_name)
-        served = None if handler is None else type(handler).SERVICE.methods.get(method.name)
-        if handler is None or served is None:
-            raise UnimplementedError(message=f"unknown method {service.full_name}/{method.name}")
-        if not served.unary:
-            raise UnimplementedError(
-                message=f"{service.full_name}/{method.name} is a streaming method"
-            )
-        if deadline is not None and time.monotonic() >= deadline:
-            raise DeadlineExceededError(message=f"deadline exceeded before {method.name} was sent")
-
-        reply = self._serve(handler, service, served, payload, metadata, deadline, reply_metadata)
-        if deadline is not None and time.monotonic() > deadline:
-            raise DeadlineExceededError(message=f"deadline exceeded waiting for {method.name}")
-        return method.response_type.from_bytes(reply)
-
-    def _serve(
-        self,
-        handler: Handler,
-        service: ServiceDescriptor,
-        method: MethodDescriptor,
-        payload: bytes,
-        metadata: Mapping[str, str] | None,
-        deadline: float | None,
-        reply_metadata: dict[str, str] | None = None,
-    ) -> bytes:
-        """The server side of a call: decode, dispatch, encode, with the server's error map.
-
-        Errors are raised outside the `except` blocks, so that, as over a network, the caller's
-        exception carries nothing of the server's (no __cause__, no __context__).
-        """
         where = f"{service.full_name}/{method.name}"
-        failure: RpcError
-        try:
-            request = method.request_type.from_bytes(payload)
-        except ValueError as exc:
-            failure = InvalidArgumentError(message=f"cannot decode the request: {exc}")
-        else:
+        reply: bytes | RpcError = self._decode_request(served, payload)
+        if not isinstance(reply, RpcError):
             received = dict(metadata) if metadata else _NO_METADATA  # a copy, as off the wire
             context = CallContext(service.full_name, method.name, received, deadline)
             try:
-                response = getattr(handler, method.python_name)(request, context)
-                if not isinstance(response, method.response_type):
-                    raise TypeError(
-                        f"{where} returned {type(response).__name__}, "
-                        f"not {method.response_type.__name__}"
-                    )
-                return response.to_bytes()
-            except RpcError as exc:
-                failure = RpcError(exc.code, exc.message)  # only these two cross the wire
-            except Exception:
-                _log.exception("handler for %s failed", where)
-                failure = InternalError(message=f"{where} failed on the server")
+                response = getattr(handler, served.python_name)(reply, context)
+                reply = self._encode_response(where, served, response)
+            except Exception as exc:
+                reply = self._failure(exc, where)
             finally:
                 if reply_metadata is not None:
                     reply_metadata.update(context.reply_metadata)
-        raise failure
+        return self._after(method, deadline, reply)
 
-    def close(self) -> None:
-        self._closed = True
+
+class AsyncLocalChannel(_LocalServing):
+    """An in-process AsyncChannel over registered AsyncHandler (or Handler) instances: what
+    LocalChannel does, awaited.
+
+    An async handler method runs in its own task on the caller's loop; a sync one in the
+    loop's default executor. When the call's timeout passes, the handler's task is cancelled
+    (as a server cancels an async handler at the deadline) and the caller gets
+    DeadlineExceededError; cancelling the caller's task cancels the handler's.
+    """
+
+    _handler_base = (Handler, AsyncHandler)
+
+    async def unary_call(
+        self,
+        service: ServiceDescriptor,
+        method: MethodDescriptor,
+        request: Any,
+        *,
+        timeout: float | None,
+        metadata: Mapping[str, str] | None,
+        reply_metadata: dict[str, str] | None = None,
+    ) -> Any:
+        handler, served, deadline = self._route(service, method, timeout)
+        payload = method.encode_request(request)
+        where = f"{service.full_name}/{method.name}"
+        reply: bytes | RpcError = self._decode_request(served, payload)
+        if not isinstance(reply, RpcError):
+            received = dict(metadata) if metadata else _NO_METADATA
+            context = CallContext(service.full_name, method.name, received, deadline)
+            bound = getattr(handler, served.python_name)
+            if inspect.iscoroutinefunction(bound):
+                serve = asyncio.ensure_future(bound(reply, context))
+            else:
+                loop = asyncio.get_running_loop()
+                serve = loop.run_in_executor(None, bound, reply, context)
+            try:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                done, _ = await asyncio.wait((serve,), timeout=remaining)
+                if not done:
+                    serve.cancel()
+                    context._cancelled = True
+                    raise DeadlineExceededError(
+                        message=f"deadline exceeded waiting for {method.name}"
+                    ) from None
+                reply = self._encode_response(where, served, serve.result())
+            except asyncio.CancelledError:
+                serve.cancel()
+                context._cancelled = True
+                raise
+            except DeadlineExceededError:
+                raise
+            except Exception as exc:
+                reply = self._failure(exc, where)
+            finally:
+                if reply_metadata is not None:
+                    reply_metadata.update(context.reply_metadata)
+        return self._after(method, deadline, reply)
 
 
 class Client:
@@ -342,34 +460,6 @@ class Client:
             metadata=metadata,
             reply_metadata=reply_metadata,
         )
-
-
-@runtime_checkable
-class AsyncChannel(Protocol):
-    """How an async client sends a unary call (implemented by rpcpoll.aio and
-    AsyncLocalChannel)."""
-
-    async def unary_call(
-        self,
-        service: ServiceDescriptor,
-        method: MethodDescriptor,
-        request: Any,
-        *,
-        timeout: float | None,
-        metadata: Mapping[str, str] | None,
-        reply_metadata: dict[str, str] | None = None,
-    ) -> Any:
-        """As `Channel.unary_call`, awaited; cancelling the awaiting task cancels the call."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class AsyncHandler:
-    """Base of every generated `SAsyncHandler`: override the rpc methods with `async def`
-    methods taking `(request, context)`. They run on the server's event loop (docs/asyncio.md)."""
-
-    SERVICE: ClassVar[ServiceDescriptor]
 
 
 AC = TypeVar("AC", bound="AsyncClient")

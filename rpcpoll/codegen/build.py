@@ -23,6 +23,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor_pb2 import (
@@ -188,8 +189,18 @@ def _full(file: FileDescriptorProto, name: str) -> str:
     return f".{file.package}.{name}" if file.package else f".{name}"
 
 
-def _service_names(file: FileDescriptorProto, index: _Index) -> list[tuple[str, str, str]]:
-    """(descriptor, client, handler) names of each service of `file`."""
+class ServiceNames(NamedTuple):
+    """The module-level names one service takes."""
+
+    descriptor: str
+    client: str
+    handler: str
+    async_client: str
+    async_handler: str
+
+
+def _service_names(file: FileDescriptorProto, index: _Index) -> list[ServiceNames]:
+    """The names each service of `file` takes, clear of the file's other top-level names."""
     taken = set(index.top_names[file.name])
     result = []
     for service in file.service:
@@ -198,11 +209,13 @@ def _service_names(file: FileDescriptorProto, index: _Index) -> list[tuple[str, 
             naming.upper_snake(service.name),
             service.name + "Client",
             service.name + "Handler",
+            service.name + "AsyncClient",
+            service.name + "AsyncHandler",
         ):
             name = naming.type_name(candidate, taken)
             taken.add(name)
             names.append(name)
-        result.append((names[0], names[1], names[2]))
+        result.append(ServiceNames(*names))
     return result
 
 
@@ -682,7 +695,7 @@ class _FileBuilder:
 
     def _service(self, i: int) -> ServiceModel:
         service = self.file.service[i]
-        descriptor, client, handler = _service_names(self.file, self.index)[i]
+        names = _service_names(self.file, self.index)[i]
         full_name = f"{self.file.package}.{service.name}" if self.file.package else service.name
         methods = []
         taken: set[str] = set()
@@ -704,15 +717,17 @@ class _FileBuilder:
                 self._warn(
                     (6, i, 2, j),
                     f"rpc {service.name}.{method.name} is streaming: it is listed in "
-                    f"{descriptor} but gets no client or handler method until rpcpoll "
+                    f"{names.descriptor} but gets no client or handler method until rpcpoll "
                     "supports streaming",
                 )
         return ServiceModel(
             name=service.name,
             full_name=full_name,
-            descriptor=descriptor,
-            client=client,
-            handler=handler,
+            descriptor=names.descriptor,
+            client=names.client,
+            handler=names.handler,
+            async_client=names.async_client,
+            async_handler=names.async_handler,
             doc=self._doc((6, i), deprecated=service.options.deprecated) or f"Service {full_name}.",
             methods=methods,
         )

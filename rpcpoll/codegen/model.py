@@ -162,6 +162,8 @@ class ServiceModel:
     descriptor: str  # module-level descriptor name, "ECHO_SERVICE"
     client: str  # "EchoServiceClient"
     handler: str  # "EchoServiceHandler"
+    async_client: str  # "EchoServiceAsyncClient"
+    async_handler: str  # "EchoServiceAsyncHandler"
     doc: str
     methods: list[MethodModel]
 

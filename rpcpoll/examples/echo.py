@@ -7,13 +7,20 @@ from __future__ import annotations
 
 from rpcpoll.service import CallContext
 
-from .echo_rpc import EchoRequest, EchoResponse, EchoServiceHandler
+from .echo_rpc import EchoRequest, EchoResponse, EchoServiceAsyncHandler, EchoServiceHandler
 
-__all__ = ["EchoHandler"]
+__all__ = ["AsyncEchoHandler", "EchoHandler"]
 
 
 class EchoHandler(EchoServiceHandler):
     """Returns every request's message and payload unchanged."""
 
     def echo(self, request: EchoRequest, context: CallContext) -> EchoResponse:
+        return EchoResponse(message=request.message, payload=request.payload)
+
+
+class AsyncEchoHandler(EchoServiceAsyncHandler):
+    """EchoHandler's answers from an `async def` method (served on the server's event loop)."""
+
+    async def echo(self, request: EchoRequest, context: CallContext) -> EchoResponse:
         return EchoResponse(message=request.message, payload=request.payload)

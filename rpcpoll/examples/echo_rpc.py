@@ -121,3 +121,46 @@ class EchoServiceHandler(_svc.Handler):
     ) -> EchoResponse:
         """Returns the request's message and payload unchanged."""
         raise _rpcpoll.UnimplementedError(message="echo.EchoService/Echo is not implemented")
+
+
+class EchoServiceAsyncClient(_svc.AsyncClient):
+    """Echoes every request back to the caller.
+
+    The asyncio client side: the methods of EchoServiceClient, awaited; cancelling
+    the awaiting task cancels the call on the server.
+    """
+
+    SERVICE = ECHO_SERVICE
+
+    async def echo(
+        self,
+        request: EchoRequest,
+        *,
+        timeout: float | None = None,
+        metadata: _abc.Mapping[str, str] | None = None,
+        reply_metadata: dict[str, str] | None = None,
+    ) -> EchoResponse:
+        """Returns the request's message and payload unchanged."""
+        response: EchoResponse = await self._call_unary(
+            "Echo", request, timeout, metadata, reply_metadata
+        )
+        return response
+
+
+class EchoServiceAsyncHandler(_svc.AsyncHandler):
+    """Echoes every request back to the caller.
+
+    The asyncio server side: subclass it and override the methods with `async def`
+    methods; they run on the server's event loop. A method that is not overridden answers
+    UNIMPLEMENTED.
+    """
+
+    SERVICE = ECHO_SERVICE
+
+    async def echo(
+        self,
+        request: EchoRequest,
+        context: _svc.CallContext,
+    ) -> EchoResponse:
+        """Returns the request's message and payload unchanged."""
+        raise _rpcpoll.UnimplementedError(message="echo.EchoService/Echo is not implemented")

@@ -29,7 +29,7 @@ from typing import Any
 import click
 
 from ..discovery.base import DEFAULT_WEIGHT, DiscoveryError
-from ..service import Handler
+from ..service import AsyncHandler, Handler
 from ..transport.address import parse_address
 from .limits import DEFAULT_LIMITS, FD_RESERVE, ServerLimits
 from .registration import Registration, open_registry
@@ -43,7 +43,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 log = logging.getLogger("rpcpoll.server")
 
 
-def load_handler(spec: str) -> type[Handler]:
+def load_handler(spec: str) -> type[Handler | AsyncHandler]:
     """Import "package.module:ClassName" (the current directory is importable, as for python -m)
     or load "path/to/file.py:ClassName" (its directory becomes importable, for its own
     imports), and check that it is a generated handler class."""
@@ -67,11 +67,12 @@ def load_handler(spec: str) -> type[Handler]:
     handler = getattr(module, class_name, None)
     if handler is None:
         raise click.BadParameter(f"{module_name!r} has no {class_name!r}", param_hint="HANDLER")
-    if not (isinstance(handler, type) and issubclass(handler, Handler)) or not hasattr(
-        handler, "SERVICE"
-    ):
+    if not (
+        isinstance(handler, type) and issubclass(handler, (Handler, AsyncHandler))
+    ) or not hasattr(handler, "SERVICE"):
         raise click.BadParameter(
-            f"{spec} is not a subclass of a generated handler (an SHandler from rpcpoll gen)",
+            f"{spec} is not a subclass of a generated handler (an SHandler or SAsyncHandler"
+            " from rpcpoll gen)",
             param_hint="HANDLER",
         )
     return handler
@@ -200,6 +201,8 @@ def _limit_argv(options: dict[str, Any]) -> list[str]:
         if value is not None:
             argv += [flag, str(value)]
     argv += ["--release-memory-after", str(options.get("release_memory_after") or 0)]
+    if options.get("uvloop") is not None:
+        argv.append("--uvloop" if options["uvloop"] else "--no-uvloop")
     return argv
 
 
@@ -345,6 +348,12 @@ _EPILOG = (
     show_default=True,
     help="seconds of quiet after which cached buffers are freed and the heap trimmed (0: never)",
 )
+@click.option(
+    "--uvloop/--no-uvloop",
+    "use_uvloop",
+    default=None,
+    help="run async handlers on uvloop's event loop [default: when uvloop is installed]",
+)
 @_limit_options
 # Set by the supervisor for its workers: the control channel, and the inherited Unix listener.
 @click.option("--worker-fd", type=int, default=None, hidden=True)
@@ -366,10 +375,11 @@ def serve_command(
     worker_fd: int | None,
     worker_listen_fd: int | None,
     release_memory_after: float,
+    use_uvloop: bool | None,
     **limit_options: Any,
 ) -> None:
     """Serve HANDLER (module:Class or path/to/file.py:Class, a subclass of a generated
-    SHandler).
+    SHandler, or of an SAsyncHandler: its `async def` methods run on an event loop).
 
     Without HANDLER, serves the bundled echo service (idl/echo.proto). Stops gracefully on
     SIGTERM or SIGINT: no new connections, in-flight calls get --exit-wait seconds, exit 0.
@@ -390,6 +400,7 @@ def serve_command(
         raise click.UsageError("--worker-listen-fd needs --worker-fd")
     limits = _limits_from(limit_options)
     limit_options["release_memory_after"] = release_memory_after or None
+    limit_options["uvloop"] = use_uvloop
     handler_class = load_handler(handler)
     target = f"unix:{unix_path}" if unix_path else (address or "127.0.0.1:8888")
     _raise_fd_limit(limits.max_connections)
@@ -405,12 +416,12 @@ def serve_command(
     if worker_fd is not None:
         _serve_worker(
             handler_class, target, worker_fd, worker_listen_fd, exit_wait, mode, limits,
-            limit_options["release_memory_after"],
+            limit_options["release_memory_after"], use_uvloop,
         )  # fmt: skip
     elif workers == 1:
         _serve_one(
             handler_class, target, lifecycle, exit_wait, mode, limits,
-            limit_options["release_memory_after"],
+            limit_options["release_memory_after"], use_uvloop,
         )  # fmt: skip
     else:
         command = _worker_command(handler, exit_wait, mode, log_level, _limit_argv(limit_options))
@@ -444,13 +455,14 @@ def _on_stop_signals(stop: Callable[[], None]) -> None:
 
 
 def _serve_one(
-    handler_class: type[Handler],
+    handler_class: type[Handler | AsyncHandler],
     target: str,
     lifecycle: ServeLifecycle,
     exit_wait: float,
     mode: str,
     limits: ServerLimits,
     release_memory_after: float | None,
+    use_uvloop: bool | None,
 ) -> None:
     server = Server(
         target,
@@ -459,6 +471,7 @@ def _serve_one(
         mode=mode,
         limits=limits,
         release_memory_after=release_memory_after,
+        uvloop=use_uvloop,
     )
     stop = threading.Event()
     _on_stop_signals(stop.set)
@@ -521,7 +534,7 @@ def _worker_command(
 
 
 def _serve_worker(
-    handler_class: type[Handler],
+    handler_class: type[Handler | AsyncHandler],
     target: str,
     worker_fd: int,
     listen_fd: int | None,
@@ -529,6 +542,7 @@ def _serve_worker(
     mode: str,
     limits: ServerLimits,
     release_memory_after: float | None,
+    use_uvloop: bool | None,
 ) -> None:
     """One worker under a supervisor: its own SO_REUSEPORT listener (or the inherited Unix one);
     stops on SIGTERM, or when the supervisor is gone."""
@@ -543,6 +557,7 @@ def _serve_worker(
         listener=inherited,
         limits=limits,
         release_memory_after=release_memory_after,
+        uvloop=use_uvloop,
     )
     stop = threading.Event()
     _on_stop_signals(stop.set)
@@ -560,7 +575,7 @@ def _serve_worker(
         inherited.close()
 
 
-def _instantiate(handler_class: type[Handler]) -> Handler:
+def _instantiate(handler_class: type[Handler | AsyncHandler]) -> Handler | AsyncHandler:
     try:
         return handler_class()
     except Exception as exc:

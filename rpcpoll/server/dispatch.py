@@ -41,7 +41,7 @@ from ..protocol.frame import (
     reply_info,
 )
 from ..protocol.status import RpcError, StatusCode
-from ..service import CallContext, Handler, MethodDescriptor, ServiceDescriptor
+from ..service import AsyncHandler, CallContext, Handler, MethodDescriptor, ServiceDescriptor
 
 __all__ = ["Dispatcher", "Route"]
 
@@ -92,7 +92,7 @@ class Dispatcher:
     def __init__(self) -> None:
         self._routes: dict[tuple[str, str], Route] = {}
         self._by_method: dict[str, Route | None] = {}  # None: the name is ambiguous
-        self.services: dict[str, Handler] = {}
+        self.services: dict[str, Handler | AsyncHandler] = {}
         #: Header info bytes -> (route, timeout ms, metadata) for plain calls: most requests
         #: repeat a few headers exactly, so they skip parsing and routing. Small headers only,
         #: and cleared when full, so a peer cannot grow it without bound.
@@ -117,7 +117,7 @@ class Dispatcher:
         self.max_header_entries = max_header_entries
         self.max_frame_size = max_frame_size
 
-    def register(self, handler: Handler) -> None:
+    def register(self, handler: Handler | AsyncHandler) -> None:
         """Serve every unary method of `handler`'s generated service."""
         service = getattr(type(handler), "SERVICE", None)
         if not isinstance(service, ServiceDescriptor):

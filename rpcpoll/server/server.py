@@ -63,7 +63,7 @@ from ..protocol.frame import (
     refusal_frame,
 )
 from ..protocol.status import StatusCode
-from ..service import Handler
+from ..service import AsyncHandler, Handler
 from ..transport.address import format_address, parse_address
 from ..transport.connection import Connection
 from ..transport.errors import TransportError
@@ -130,7 +130,7 @@ class Server:
     def __init__(
         self,
         address: str | tuple[str, int] = "127.0.0.1:0",
-        *handlers: Handler,
+        *handlers: Handler | AsyncHandler,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         exit_wait: float = 5.0,
         idle_timeout: float | None = DEFAULT_LIMITS.idle_timeout,
@@ -228,8 +228,8 @@ class Server:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def register(self, handler: Handler) -> None:
-        """Serve `handler` (an instance of a generated `SHandler` subclass)."""
+    def register(self, handler: Handler | AsyncHandler) -> None:
+        """Serve `handler` (an instance of a generated `SHandler` or `SAsyncHandler` subclass)."""
         self.dispatcher.register(handler)
 
     @property
@@ -269,7 +269,11 @@ class Server:
         if self._release_after is not None:
             self._releaser = MemoryReleaser(self._release_after, self._pool)
             self._releaser.start()
-        log.info("rpcpoll server listening on %s", self.address)
+        if self._aio_loop is not None:
+            kind = type(self._aio_loop).__module__.partition(".")[0]
+            log.info("rpcpoll server listening on %s (async handlers on %s)", self.address, kind)
+        else:
+            log.info("rpcpoll server listening on %s (%s mode)", self.address, self.mode)
         log.debug("limits: %s", self.limits.describe())
 
     def _start_asyncio(self) -> None:

@@ -41,6 +41,7 @@ def start_serve(*args: str, cwd: Path | None = None) -> tuple[subprocess.Popen[s
         seen.append(line)
         match = LISTENING.search(line)
         if match:
+            proc.startup_log = "".join(seen)  # type: ignore[attr-defined]
             return proc, match["address"]
     proc.kill()
     proc.wait()
@@ -92,6 +93,21 @@ def test_serve_a_user_handler_on_a_unix_socket(tmp_path: Path) -> None:
         code, log = stop(proc)
     assert code == 0, log
     assert not sock.exists()
+
+
+def test_serve_runs_an_async_handler_class() -> None:
+    from rpcpoll.examples.echo_rpc import EchoRequest, EchoServiceClient
+
+    proc, address = start_serve(
+        "rpcpoll.examples.echo:AsyncEchoHandler", "--address", "127.0.0.1:0", "--no-uvloop"
+    )
+    try:
+        with EchoServiceClient(address, timeout=5.0) as client:
+            assert client.echo(EchoRequest(message="hi")).message == "hi"
+    finally:
+        code, stderr = stop(proc)
+    assert code == 0, stderr
+    assert "async handlers on asyncio" in proc.startup_log  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
