@@ -7,6 +7,7 @@ import click
 from ._version import __version__
 from .codegen.cli import gen
 from .demo import demo_command
+from .health.probe import health_command
 from .server.cli import serve_command
 
 
@@ -19,3 +20,4 @@ def main() -> None:
 main.add_command(gen)
 main.add_command(serve_command)
 main.add_command(demo_command)
+main.add_command(health_command)
