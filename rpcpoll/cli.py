@@ -9,6 +9,7 @@ from .codegen.cli import gen
 from .demo import demo_command
 from .health.probe import health_command
 from .server.cli import serve_command
+from .tools.call import call_command, list_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,3 +22,5 @@ main.add_command(gen)
 main.add_command(serve_command)
 main.add_command(demo_command)
 main.add_command(health_command)
+main.add_command(call_command)
+main.add_command(list_command)
