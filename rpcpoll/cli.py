@@ -9,6 +9,7 @@ from .codegen.cli import gen
 from .demo import demo_command
 from .health.probe import health_command
 from .server.cli import serve_command
+from .tools.bench.cli import bench_command
 from .tools.call import call_command, list_command
 
 
@@ -24,3 +25,4 @@ main.add_command(demo_command)
 main.add_command(health_command)
 main.add_command(call_command)
 main.add_command(list_command)
+main.add_command(bench_command)
