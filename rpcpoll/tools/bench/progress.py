@@ -22,7 +22,7 @@ class Progress:
         self.seconds = seconds
         self.tty = out.isatty() if tty is None else tty
         self.started = time.monotonic()
-        self._last_line = self.started
+        self._next_line = 1.0  # seconds into the run
         self._last_draw = 0.0
         self._drawn = False
 
@@ -43,9 +43,9 @@ class Progress:
             )
             self._drawn = True
         else:
-            if now - self._last_line < 1.0:
+            if elapsed < self._next_line:
                 return
-            self._last_line = now
+            self._next_line = int(elapsed) + 1.0
             self.out.write(
                 f"progress: {elapsed:.1f} s, {done:,} calls ({rate:,.0f}/s), {errors:,} errors\n"
             )
