@@ -76,6 +76,7 @@ class Serve:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         assert self.proc.stderr is not None
+        self.signalled = False
         self.log: list[str] = []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -92,10 +93,12 @@ class Serve:
 
     def send(self, sig: int = signal.SIGTERM) -> None:
         self.proc.send_signal(sig)
+        self.signalled = True
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> tuple[int, str]:
-        """Signal, wait, and return (exit status, the whole log)."""
-        if self.proc.poll() is None:
+        """Signal (unless `send` did: a second signal may land after the first stop's
+        handlers are gone), wait, and return (exit status, the whole log)."""
+        if self.proc.poll() is None and (not self.signalled or sig != signal.SIGTERM):
             self.proc.send_signal(sig)
         try:
             self.proc.wait(timeout)
