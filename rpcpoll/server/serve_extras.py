@@ -90,17 +90,15 @@ class ServeExtras:
 
     def install(self, server: Any, handler: Handler) -> None:
         """Register the extra services on `server` (a `Server`, before it starts)."""
-        extras: list[Handler] = []
+        served = [handler]
         if self.health:
-            self.health_service = default_health()
-            self.health_service.set_status(SERVER, ServingStatus.SERVING)
-            self.health_service.set_status(type(handler).SERVICE.full_name, ServingStatus.SERVING)
-            extras.append(self.health_service)
-        for extra in extras:
-            server.register(extra)
+            health = self.health_service = default_health()
+            health.set_status(SERVER, ServingStatus.SERVING)
+            health.set_status(type(handler).SERVICE.full_name, ServingStatus.SERVING)
+            server.register(health)
+            served.append(health)
         if self.describe:
-            reflection = ReflectionService(handler, *extras)
-            server.register(reflection)
+            server.register(ReflectionService(*served))
 
     def on_stopping(self) -> None:
         """A graceful stop begins: every health status turns NOT_SERVING."""

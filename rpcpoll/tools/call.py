@@ -19,13 +19,13 @@ import click
 from ..client import ClientChannel
 from ..protocol.status import RpcError
 from .common import (
-    EXIT_FAILED,
     check_address,
     exit_for_rpc_error,
     loaded_schema,
     metadata_option,
     parse_metadata,
     read_json,
+    refuse_streaming,
     schema_options,
     user_errors,
 )
@@ -89,12 +89,7 @@ def call_command(
         user_errors(),
     ):
         method = schema.method(method_name)
-        if method.streaming:
-            try:
-                method.check_unary()
-            except SchemaError as exc:
-                click.echo(f"ERROR: {exc}", err=True)
-                raise SystemExit(EXIT_FAILED) from None
+        refuse_streaming(method)  # TODO(streaming): the stream path goes here
         request = request_of(method, body)
         reply, reply_metadata = _call(address, method, request, timeout, metadata)
     if verbose:

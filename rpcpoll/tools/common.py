@@ -23,7 +23,7 @@ import msgspec
 from ..protocol.status import RpcError
 from ..reflection.loader import GeneratedPackage
 from ..transport.address import parse_address
-from .schema import Schema, SchemaError, from_module, from_protos, from_server
+from .schema import Method, Schema, SchemaError, from_module, from_protos, from_server
 
 __all__ = [
     "EXIT_FAILED",
@@ -35,6 +35,7 @@ __all__ = [
     "metadata_option",
     "parse_metadata",
     "read_json",
+    "refuse_streaming",
     "schema_options",
     "user_errors",
 ]
@@ -151,6 +152,17 @@ def loaded_schema(
         except RpcError as exc:
             exit_for_rpc_error(exc)
         yield schema
+
+
+def refuse_streaming(method: Method) -> None:
+    """Exit 1 with one line for a streaming rpc (until the runtime serves streams)."""
+    # TODO(streaming): remove once streams exist; `call` then prints each message and
+    # `bench` counts messages (see Method.check_unary).
+    try:
+        method.check_unary()
+    except SchemaError as exc:
+        click.echo(f"ERROR: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
 
 
 def exit_for_rpc_error(exc: RpcError) -> NoReturn:

@@ -239,14 +239,13 @@ def from_server(
     *,
     timeout: float | None,
     metadata: Mapping[str, str] | None = None,
-    channel_options: Mapping[str, Any] | None = None,
 ) -> Schema:
     """Ask the server's describe service; RpcError if the call fails (UNIMPLEMENTED with a
     hint when the server has no describe service)."""
     from ..protocol.status import RpcError, UnimplementedError
     from ..reflection import DescribeRequest, ReflectionClient
 
-    with ReflectionClient(address, timeout=timeout, **(channel_options or {})) as client:
+    with ReflectionClient(address, timeout=timeout) as client:
         try:
             answer = client.describe(DescribeRequest(), metadata=metadata)
         except UnimplementedError as exc:

@@ -124,3 +124,8 @@ def test_progress_draws_a_bar_on_a_terminal_and_lines_elsewhere() -> None:
     assert plain.getvalue().startswith("progress: 1.5 s, 3,000 calls")
     lines.update(3100, 0)  # less than a second later: no new line
     assert plain.getvalue().count("\n") == 1
+
+
+def test_bench_refuses_a_streaming_rpc_like_call(server: Serve) -> None:
+    code, _out, err = run("bench", server.address, "grpc.health.v1.Health/Watch", "-n", "1")
+    assert code == 1 and "streaming rpcs need rpcpoll >= 0.2" in err

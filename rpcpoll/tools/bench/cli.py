@@ -32,6 +32,7 @@ from ..common import (
     metadata_option,
     parse_metadata,
     read_json,
+    refuse_streaming,
     schema_options,
     user_errors,
 )
@@ -157,7 +158,7 @@ def bench_command(
         user_errors(),
     ):
         method = schema.method(method_name)
-        method.check_unary()  # TODO(streaming): stream benchmarks once streams exist
+        refuse_streaming(method)  # TODO(streaming): stream benchmarks once streams exist
         payload = request_of(method, body).to_bytes()
         response_type = method.descriptor.response_type
     frame = _frame(method.service.full_name, method.descriptor.name, payload, timeout, metadata)

@@ -23,6 +23,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...protocol.frame import MessageType, parse_info
+from ...protocol.status import StatusCode
+
 __all__ = ["Result", "WorkerConfig", "run_worker"]
 
 _FIXED = struct.Struct(">IHHIH")  # length, magic, flags, seq id, header size in words
@@ -274,9 +277,6 @@ class _Loop:
     def _other_reply(self, info: bytes, buf: bytes, start: int, end: int) -> None:
         """A reply that is not a plain success: an exception (counted by status) or a reply
         with metadata (a success)."""
-        from ...protocol.frame import MessageType, parse_info
-        from ...protocol.status import StatusCode
-
         try:
             msg_type, _m, _s, _t, status, _text, _meta = parse_info(info)
         except ValueError:
