@@ -302,10 +302,10 @@ class _Loop:
         if conn.dead:
             return
         conn.dead = True
-        cause = "closed by the server" if exc is None else (exc.strerror or str(exc))
+        cause = "closed by the server" if exc is None else (exc.strerror or str(exc)).lower()
         if exc is not None and exc.errno == errno.ECONNRESET:
             cause = "reset by the server"
-        self.result.messages.append(f"connection {cause}")
+        self.result.messages.append(f"a connection was lost: {cause}")
         if conn.pending:
             self._error("UNAVAILABLE (connection lost)", len(conn.pending))
             conn.pending.clear()
