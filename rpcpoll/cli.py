@@ -7,7 +7,10 @@ import click
 from ._version import __version__
 from .codegen.cli import gen
 from .demo import demo_command
+from .health.probe import health_command
 from .server.cli import serve_command
+from .tools.bench.cli import bench_command
+from .tools.call import call_command, list_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,3 +22,7 @@ def main() -> None:
 main.add_command(gen)
 main.add_command(serve_command)
 main.add_command(demo_command)
+main.add_command(health_command)
+main.add_command(call_command)
+main.add_command(list_command)
+main.add_command(bench_command)

@@ -116,22 +116,30 @@ def _call(module: ModuleType, address: str, calls: int, payload: int) -> list[fl
     click.echo(f"3. {calls} calls from the generated EchoServiceClient")
     with module.EchoServiceClient(address, timeout=5.0) as client:
         client.echo(request)  # connect and warm up
-        step = max(1, calls // 40)
         for i in range(calls):
             started = time.perf_counter()
             reply = client.echo(request)
             latencies.append(time.perf_counter() - started)
             if reply.payload != request.payload:
                 raise click.ClickException("the echo came back different")
-            if i % step == 0 or i == calls - 1:
-                _progress(sys.stdout, i + 1, calls)
-    click.echo("")
+            _progress(sys.stdout, i + 1, calls)
+    if sys.stdout.isatty():
+        click.echo("")
     return latencies
 
 
 def _progress(out: TextIO, done: int, total: int, width: int = 40) -> None:
-    filled = width * done // total
-    out.write(f"\r     [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    """A bar redrawn in place on a terminal; elsewhere (a pipe, a CI log) a plain line at each
+    tenth of the way, so the output has no carriage returns."""
+    if out.isatty():
+        if done % max(1, total // width) and done != total:
+            return
+        filled = width * done // total
+        out.write(f"\r     [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    else:
+        if done % max(1, total // 10) and done != total:
+            return
+        out.write(f"     {done}/{total} calls ({100 * done // total}%)\n")
     out.flush()
 
 

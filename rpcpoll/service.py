@@ -462,6 +462,9 @@ class Client:
         )
 
 
+#: Either kind of generated handler base.
+AnyHandler = Handler | AsyncHandler
+
 AC = TypeVar("AC", bound="AsyncClient")
 
 

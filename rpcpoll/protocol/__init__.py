@@ -1,12 +1,16 @@
 """The wire protocol, sans I/O: status codes and errors (frames arrive with the RPC runtime)."""
 
 from .status import (
+    AbortedError,
     AlreadyExistsError,
     CancelledError,
+    DataLossError,
     DeadlineExceededError,
+    FailedPreconditionError,
     InternalError,
     InvalidArgumentError,
     NotFoundError,
+    OutOfRangeError,
     PermissionDeniedError,
     ResourceExhaustedError,
     RpcError,
@@ -15,15 +19,20 @@ from .status import (
     UnavailableError,
     UnimplementedError,
     UnknownError,
+    error_class,
 )
 
 __all__ = [
+    "AbortedError",
     "AlreadyExistsError",
     "CancelledError",
+    "DataLossError",
     "DeadlineExceededError",
+    "FailedPreconditionError",
     "InternalError",
     "InvalidArgumentError",
     "NotFoundError",
+    "OutOfRangeError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "RpcError",
@@ -32,4 +41,5 @@ __all__ = [
     "UnavailableError",
     "UnimplementedError",
     "UnknownError",
+    "error_class",
 ]

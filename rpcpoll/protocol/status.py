@@ -10,12 +10,16 @@ import enum
 from typing import ClassVar
 
 __all__ = [
+    "AbortedError",
     "AlreadyExistsError",
     "CancelledError",
+    "DataLossError",
     "DeadlineExceededError",
+    "FailedPreconditionError",
     "InternalError",
     "InvalidArgumentError",
     "NotFoundError",
+    "OutOfRangeError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "RpcError",
@@ -24,6 +28,7 @@ __all__ = [
     "UnavailableError",
     "UnimplementedError",
     "UnknownError",
+    "error_class",
 ]
 
 
@@ -128,6 +133,18 @@ class ResourceExhaustedError(RpcError):
     code = StatusCode.RESOURCE_EXHAUSTED
 
 
+class FailedPreconditionError(RpcError):
+    code = StatusCode.FAILED_PRECONDITION
+
+
+class AbortedError(RpcError):
+    code = StatusCode.ABORTED
+
+
+class OutOfRangeError(RpcError):
+    code = StatusCode.OUT_OF_RANGE
+
+
 class UnimplementedError(RpcError, NotImplementedError):
     code = StatusCode.UNIMPLEMENTED
 
@@ -140,5 +157,19 @@ class UnavailableError(RpcError, ConnectionError):
     code = StatusCode.UNAVAILABLE
 
 
+class DataLossError(RpcError):
+    code = StatusCode.DATA_LOSS
+
+
 class UnauthenticatedError(RpcError):
     code = StatusCode.UNAUTHENTICATED
+
+
+def error_class(code: int | StatusCode) -> type[RpcError]:
+    """The RpcError subclass for `code`: what `RpcError(code, message)` builds and a client
+    raises for an error reply (UnknownError for a number outside StatusCode, RpcError for OK)."""
+    try:
+        resolved = StatusCode(code)
+    except ValueError:
+        resolved = StatusCode.UNKNOWN
+    return RpcError._by_code.get(resolved, RpcError)

@@ -17,13 +17,11 @@ import importlib.util
 import logging
 import os
 import re
-import signal
 import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
@@ -33,6 +31,13 @@ from ..service import AsyncHandler, Handler
 from ..transport.address import parse_address
 from .limits import DEFAULT_LIMITS, FD_RESERVE, ServerLimits
 from .registration import Registration, open_registry
+from .serve_extras import (
+    ServeExtras,
+    extras_options,
+    log_format,
+    on_stop_signals,
+    warn_about_handler,
+)
 from .server import DEFAULT_MODE, MODES, Server
 from .supervisor import Supervisor, SupervisorLink, WorkerLaunch
 
@@ -272,7 +277,8 @@ class ServeLifecycle:
 
 _EPILOG = (
     "Exit status: 0 after a graceful stop (SIGTERM, SIGINT); 1 when serving fails (address in"
-    " use, registry unreachable, workers crashing); 2 for bad arguments. Limits and what"
+    " use, registry unreachable, workers crashing); 2 for bad arguments; 130 after a second"
+    " Ctrl-C (no wait for in-flight calls). Limits and what"
     " clients see when one is hit: docs/limits.md."
 )
 
@@ -355,6 +361,7 @@ _EPILOG = (
     help="run async handlers on uvloop's event loop [default: when uvloop is installed]",
 )
 @_limit_options
+@extras_options
 # Set by the supervisor for its workers: the control channel, and the inherited Unix listener.
 @click.option("--worker-fd", type=int, default=None, hidden=True)
 @click.option("--worker-listen-fd", type=int, default=None, hidden=True)
@@ -390,10 +397,8 @@ def serve_command(
     if on_poller:
         mode = "poller"
     # With several processes writing one log, each line says which process wrote it.
-    pid = "[%(process)d]" if workers > 1 or in_worker else ""
-    logging.basicConfig(
-        level=log_level.upper(), format=f"%(asctime)s rpcpoll{pid} %(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=log_level.upper(), format=log_format(workers > 1 or in_worker))
+    extras = ServeExtras.pop_from(limit_options)
     if address and unix_path:
         raise click.UsageError("give --address or --unix, not both")
     if worker_listen_fd is not None and not in_worker:
@@ -402,6 +407,8 @@ def serve_command(
     limit_options["release_memory_after"] = release_memory_after or None
     limit_options["uvloop"] = use_uvloop
     handler_class = load_handler(handler)
+    if not in_worker:
+        warn_about_handler(handler_class)
     target = f"unix:{unix_path}" if unix_path else (address or "127.0.0.1:8888")
     _raise_fd_limit(limits.max_connections)
     # The single process and the supervisor both announce through these hooks; a worker
@@ -416,15 +423,17 @@ def serve_command(
     if worker_fd is not None:
         _serve_worker(
             handler_class, target, worker_fd, worker_listen_fd, exit_wait, mode, limits,
-            limit_options["release_memory_after"], use_uvloop,
+            limit_options["release_memory_after"], use_uvloop, extras,
         )  # fmt: skip
     elif workers == 1:
         _serve_one(
             handler_class, target, lifecycle, exit_wait, mode, limits,
-            limit_options["release_memory_after"], use_uvloop,
+            limit_options["release_memory_after"], use_uvloop, extras,
         )  # fmt: skip
     else:
-        command = _worker_command(handler, exit_wait, mode, log_level, _limit_argv(limit_options))
+        command = _worker_command(
+            handler, exit_wait, mode, log_level, _limit_argv(limit_options) + extras.argv()
+        )
         _supervise(target, workers, command, lifecycle, exit_wait)
 
 
@@ -445,13 +454,9 @@ def _registration(
 
 
 def _on_stop_signals(stop: Callable[[], None]) -> None:
-    """SIGTERM and SIGINT call `stop()` (on the main thread, between two bytecodes)."""
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    """SIGTERM and SIGINT call `stop()` (on the main thread, between two bytecodes); a second
+    SIGINT exits at once (rpcpoll/server/serve_extras.py)."""
+    on_stop_signals(stop)
 
 
 def _serve_one(
@@ -463,16 +468,20 @@ def _serve_one(
     limits: ServerLimits,
     release_memory_after: float | None,
     use_uvloop: bool | None,
+    extras: ServeExtras | None = None,
 ) -> None:
+    instance = _instantiate(handler_class)
     server = Server(
         target,
-        _instantiate(handler_class),
+        instance,
         exit_wait=exit_wait,
         mode=mode,
         limits=limits,
         release_memory_after=release_memory_after,
         uvloop=use_uvloop,
     )
+    if extras is not None:
+        extras.install(server, instance)
     stop = threading.Event()
     _on_stop_signals(stop.set)
     _start(server, target)
@@ -483,6 +492,8 @@ def _serve_one(
         raise
     while not stop.wait(0.5):
         pass
+    if extras is not None:
+        extras.on_stopping()
     lifecycle.on_stopping()
     _drain(server, exit_wait)
 
@@ -543,14 +554,16 @@ def _serve_worker(
     limits: ServerLimits,
     release_memory_after: float | None,
     use_uvloop: bool | None,
+    extras: ServeExtras | None = None,
 ) -> None:
     """One worker under a supervisor: its own SO_REUSEPORT listener (or the inherited Unix one);
     stops on SIGTERM, or when the supervisor is gone."""
     link = SupervisorLink(worker_fd)
     inherited = socket.socket(fileno=listen_fd) if listen_fd is not None else None
+    instance = _instantiate(handler_class)
     server = Server(
         target,
-        _instantiate(handler_class),
+        instance,
         exit_wait=exit_wait,
         mode=mode,
         reuse_port=True,
@@ -559,6 +572,8 @@ def _serve_worker(
         release_memory_after=release_memory_after,
         uvloop=use_uvloop,
     )
+    if extras is not None:
+        extras.install(server, instance)
     stop = threading.Event()
     _on_stop_signals(stop.set)
     _start(server, target)
@@ -569,6 +584,8 @@ def _serve_worker(
         stop.set()
     while not stop.wait(0.5):
         pass
+    if extras is not None:
+        extras.on_stopping()
     _drain(server, exit_wait)
     link.close()
     if inherited is not None:
