@@ -517,11 +517,19 @@ class _FileBuilder:
                 if isinstance(default, str) and element.shape == "enum"
                 else naming.py_literal(default)
             )
-            field_args = f"default={default_expr}"
             good = element.good(me)
+            if element.scalar is not None and element.scalar.python_type == "float":
+                # msgspec leaves out only the default object itself (floats are not
+                # interned): any other 0.0 takes the slow path, which stores _msg.ZERO.
+                default_expr = "_msg.ZERO"
+                good = element.scalar.good(me, zero="_msg.ZERO")
+            field_args = f"default={default_expr}"
         else:
             if annotation != "_t.Any":
-                annotation = f"{annotation} | None"
+                # A required field is `T | None` for type checkers too, but msgspec decodes
+                # it as `T`: nil on the wire is refused like a missing key.
+                required = presence == "required"
+                annotation = f"_msg.Required[{annotation}]" if required else f"{annotation} | None"
             field_args = "default=None"
             good = _none_or(me, element.good(me))
             if presence == "required":

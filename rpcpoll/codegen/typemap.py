@@ -32,18 +32,23 @@ class Scalar:
     bounds: tuple[int, int] | None = None  # integers
     single: bool = False  # float (32-bit) rather than double
 
-    def good(self, var: str, temp: str = "v") -> str:
-        """An expression true when `var` passes the fast path: exact class, in range.
+    def good(self, var: str, temp: str = "v", zero: str = "") -> str:
+        """An expression true when `var` passes the fast path: exact class, in range; with
+        `zero`, a float must also be non-zero or that very object.
 
         A range check reads `var` once into `temp` (a walrus), which the expression then uses.
         """
-        if self.bounds is None and not self.single:
+        if self.bounds is None and not self.single and not zero:
             return f"{var}.__class__ is {self.python_type}"
         test = f"({temp} := {var}).__class__ is {self.python_type}"
         if self.bounds is not None:
             lo, hi = self.bounds
-            return test + f" and {lo} <= {temp} <= {hi}"
-        return test + f" and -{FLOAT32_LIMIT} <= {temp} <= {FLOAT32_LIMIT}"
+            test += f" and {lo} <= {temp} <= {hi}"
+        elif self.single:
+            test += f" and -{FLOAT32_LIMIT} <= {temp} <= {FLOAT32_LIMIT}"
+        if zero:
+            test += f" and ({temp} or {temp} is {zero})"
+        return test
 
     def bad(self, var: str) -> str:
         """The negation of `good`, written without a `not (...)` around it."""

@@ -67,6 +67,7 @@ from .wellknown import (
 )
 from .wire import (
     FLOAT32_LIMIT,
+    ZERO,
     ClosedEnum,
     DateTime,
     DecodeError,
@@ -74,6 +75,7 @@ from .wire import (
     Float32,
     Int32,
     Int64,
+    Required,
     UInt32,
     UInt64,
     drop_unknown,
@@ -104,6 +106,7 @@ __all__ = [
     "UINT32",
     "UINT64",
     "VALUE",
+    "ZERO",
     "Any",
     "BoolValue",
     "Buffer",
@@ -127,6 +130,7 @@ __all__ = [
     "ListValue",
     "Message",
     "NullValue",
+    "Required",
     "StringValue",
     "Struct",
     "Timestamp",

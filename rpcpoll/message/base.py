@@ -116,11 +116,28 @@ def _json_name(proto_name: str) -> str:
 class MessageInfo:
     """A registered message class: its proto name and field table, indexed."""
 
-    __slots__ = ("by_json_name", "by_wire_key", "fields", "full_name", "oneofs", "required")
+    __slots__ = (
+        "by_json_name",
+        "by_wire_key",
+        "defaults",
+        "fields",
+        "full_name",
+        "oneofs",
+        "required",
+    )
 
-    def __init__(self, full_name: str, fields: tuple[Field, ...]) -> None:
+    def __init__(self, full_name: str, fields: tuple[Field, ...], cls: type[Message]) -> None:
         self.full_name = full_name
         self.fields = fields
+        # The default objects of implicit-presence fields: msgspec leaves a field out only
+        # when it holds that very object (see rpcpoll.message.wire).
+        struct_defaults = {info.name: info.default for info in msgspec.structs.fields(cls)}
+        self.defaults = {
+            field.name: struct_defaults[field.name]
+            for field in fields
+            if not (field.optional or field.required or field.repeated or field.key is not None)
+            and struct_defaults.get(field.name, msgspec.NODEFAULT) is not msgspec.NODEFAULT
+        }
         self.by_wire_key = {field.wire_key: field for field in fields}
         self.by_json_name: dict[str, Field] = {}
         for field in fields:
@@ -143,7 +160,7 @@ def describe_message(cls: type[Message], full_name: str, *fields: Field) -> None
 
     Called once per class at the end of its module, when every class it refers to exists.
     """
-    cls.__rpcpoll_info__ = MessageInfo(full_name, fields)
+    cls.__rpcpoll_info__ = MessageInfo(full_name, fields, cls)
     decode = msgspec.msgpack.Decoder(cls).decode
     cls.__rpcpoll_decode__ = decode
     # A plain function in a staticmethod, with its decoder bound as a default: the hot path of
@@ -334,12 +351,19 @@ def check_fields(message: Message, names: Iterable[str] | None = None) -> None:
     info = type(message).__rpcpoll_info__
     owner = type(message).__qualname__
     wanted = None if names is None else set(names)
+    defaults = info.defaults
     for field in info.fields:
         if wanted is not None and field.name not in wanted:
             continue
         value = getattr(message, field.name)
         where = f"{owner}.{field.name}"
         checked = _check_value(field, value, where)
+        if field.name in defaults:
+            # At its default, an implicit-presence field must hold the default object itself
+            # to be left off the wire (a 0.0 or an int 0 for a double, a plain 0 for an enum).
+            default = defaults[field.name]
+            if checked is not default and field.kind.is_default(checked, default):
+                checked = default
         if checked is not value:
             setattr(message, field.name, checked)
     for oneof, members in info.oneofs.items():

@@ -128,8 +128,11 @@ class IntKind(Kind):
             try:
                 number = int(value)
             except ValueError:
-                as_float = float(value)  # raises ValueError for garbage
-                if not as_float.is_integer():
+                try:
+                    as_float = float(value)
+                except ValueError:
+                    as_float = math.nan
+                if not as_float.is_integer():  # garbage, a fraction, NaN or infinity
                     raise ValueError(f"{where}: {value!r} is not an integer") from None
                 number = int(as_float)
         else:

@@ -159,12 +159,27 @@ def _timedelta_parts(value: datetime.timedelta) -> tuple[int, int]:
 
 
 def _field_mask_text(paths: t.Iterable[str]) -> str:
-    result = []
-    for path in paths:
-        if re.search(r"[A-Z]|_(?![a-z])", path):
-            raise ValueError(f"FieldMask path {path!r} has no JSON form (must be lower snake_case)")
-        result.append(re.sub(r"_([a-z])", lambda m: m.group(1).upper(), path))
-    return ",".join(result)
+    return ",".join(_camel_case(path) for path in paths)
+
+
+def _camel_case(path: str) -> str:
+    """A FieldMask path in JSON, as protobuf writes it: no upper-case letter, and each "_"
+    followed by a lower-case one (str.isupper / str.islower, as protobuf tests them)."""
+    result, after_underscore = [], False
+    for c in path:
+        if c.isupper() or (after_underscore and not c.islower()):
+            break
+        if after_underscore:
+            result.append(c.upper())
+            after_underscore = False
+        elif c == "_":
+            after_underscore = True
+        else:
+            result.append(c)
+    else:
+        if not after_underscore:
+            return "".join(result)
+    raise ValueError(f"FieldMask path {path!r} has no JSON form (must be lower snake_case)")
 
 
 def _field_mask_paths(value: t.Any, where: str) -> list[str]:
@@ -174,7 +189,7 @@ def _field_mask_paths(value: t.Any, where: str) -> list[str]:
     for path in value.split(",") if value else []:
         if "_" in path:
             raise ValueError(f"{where}: JSON FieldMask path {path!r} must be camelCase")
-        paths.append(re.sub(r"[A-Z]", lambda m: "_" + m.group(0).lower(), path))
+        paths.append("".join("_" + c.lower() if c.isupper() else c for c in path))
     return paths
 
 
@@ -553,10 +568,8 @@ class Value(Message, kw_only=True):
 
     def to_dict(self) -> t.Any:
         which = self.which_kind()
-        if which is None:
-            raise ValueError("Value: no member of kind is set, it has no JSON form")
-        if which == "null_value":
-            return None
+        if which is None or which == "null_value":
+            return None  # json_format prints a Value with no member set as null too
         value = getattr(self, which)
         if which == "number_value":
             if not math.isfinite(value):
@@ -708,7 +721,5 @@ for _cls, _name, _fields in _REGISTER:
     describe_message(_cls, _name, *_fields)
 
 #: Well-known types whose JSON form is not an object of their fields: inside an Any, their
-#: JSON goes under "value".
-_SPECIAL_JSON = frozenset(
-    name for _, name, _ in _REGISTER if name not in ("google.protobuf.Empty", "google.protobuf.Any")
-)
+#: JSON goes under "value". Any is one too (its own "@type" would clash), as in json_format.
+_SPECIAL_JSON = frozenset(name for _, name, _ in _REGISTER if name != "google.protobuf.Empty")

@@ -4,8 +4,10 @@ MessagePack codec they travel through.
 Facts about msgspec (0.18+) that this package relies on:
 
 - A Struct field renamed to `"1"` is written under the MessagePack string key `"1"`; unknown
-  keys are skipped on decode; with `omit_defaults=True` a field equal to its default is left
-  out (floats compare by bit pattern here: -0.0 is written, NaN always is).
+  keys are skipped on decode; with `omit_defaults=True` a field whose value *is* its default
+  object is left out (an identity test, plus "empty" for list and dict factories): an equal
+  but distinct value, such as a 0.0 float other than the default object, is written. So
+  implicit-presence fields hold their default object when at their default (see `ZERO`).
 - `Annotated[int, Meta(ge=..., le=...)]` is enforced on decode, also for dict keys. Nothing is
   enforced on construction or on encode: the encoder writes whatever object it finds, and
   refuses types it does not know (str and int *subclasses* among them, IntEnum excepted).
@@ -29,6 +31,7 @@ __all__ = [
     "FLOAT32_LIMIT",
     "INT32_MAX",
     "INT32_MIN",
+    "ZERO",
     "ClosedEnum",
     "DateTime",
     "DecodeError",
@@ -36,6 +39,7 @@ __all__ = [
     "Float32",
     "Int32",
     "Int64",
+    "Required",
     "UInt32",
     "UInt64",
     "drop_unknown",
@@ -65,8 +69,29 @@ UInt64 = Annotated[int, msgspec.Meta(ge=0)]
 Float32 = float
 """float. Its range (finite values up to FLOAT32_LIMIT, or +-inf, or NaN) cannot be said with
 msgspec.Meta, so the generated `__post_init__` checks it."""
+#: The default of every implicit-presence `double` and `float` field. msgspec's omit_defaults
+#: compares a value with its field's default by identity, and floats are not interned: a 0.0
+#: other than this object would be written. The generated `_check()` passes this object and
+#: any non-zero float; any other 0.0 goes to `check_fields`, which stores this one instead.
+ZERO = 0.0
 DateTime = Annotated[datetime.datetime, msgspec.Meta(tz=True)]
 """google.protobuf.Timestamp as a field: a timezone-aware datetime (msgpack timestamp ext -1)."""
+
+_T = t.TypeVar("_T")
+if t.TYPE_CHECKING:
+    Required: t.TypeAlias = t.Union[_T, None]  # noqa: UP007 (a generic alias)
+else:
+
+    class Required:
+        """`Required[T]`: the annotation of a proto2 `required` field.
+
+        Type checkers see `T | None` (None: not set yet, refused on encode); msgspec sees `T`,
+        so that a payload holding nil for the field is a DecodeError, as a missing one is.
+        """
+
+        def __class_getitem__(cls, item: t.Any) -> t.Any:
+            return item
+
 
 #: msgspec.field, re-exported so that type checkers still see a field specifier in generated
 #: code: `id: _msg.Int32 = _msg.field(name="1", default=0)`.

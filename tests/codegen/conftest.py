@@ -51,9 +51,17 @@ def pb2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Mo
     import importlib
 
     root = tmp_path_factory.mktemp("pb2")
+    modules = []
     for protos, include in GOOD_CASES.values():
         compile_pb2(root, [CASES / p for p in protos], CASES / include)
+        for proto in protos:
+            relative = (CASES / proto).relative_to(CASES / include).with_suffix("")
+            modules.append(".".join(relative.parts) + "_pb2")
     sys.path.insert(0, str(root))
+    # Import them all: their messages are then in protobuf's default pool, where
+    # codegen_testutil.pb_class_for finds the twin of any generated class.
+    for module in modules:
+        importlib.import_module(module)
     yield importlib.import_module
     sys.path.remove(str(root))
 

@@ -68,6 +68,40 @@ def test_output_works_inside_another_package(tmp_path: Path) -> None:
     assert done.stdout.strip() == "myapp.api.acme.common.money_rpc"
 
 
+def test_googleapis_type_protos_land_in_google_type(cases: dict[str, Generated]) -> None:
+    # `type` is a soft keyword and a builtin, not a keyword: `import google.type.money_rpc`
+    # is valid, and it is where every module importing google/type/money.proto looks.
+    generation = generate(*_case("googleapis"))
+    assert set(generation.modules) == {
+        "google/type/money_rpc.py",
+        "google/type/latlng_rpc.py",
+        "google/type/date_rpc.py",
+        "acme/geo/place_rpc.py",
+    }
+    assert "google/type/__init__.py" in generation.packages
+    source = generation.modules["acme/geo/place_rpc.py"]
+    assert "from ...google.type import money_rpc as _google_type_money_rpc" in source
+    assert "google.type_" not in source and "google_type__" not in source
+    place = cases["googleapis"].module("acme.geo.place_rpc")
+    money = cases["googleapis"].module("google.type.money_rpc")
+    message = place.Place(entry_fee=money.Money(currency_code="EUR", units=3))
+    assert place.Place.from_bytes(message.to_bytes()).entry_fee == money.Money(
+        currency_code="EUR", units=3
+    )
+    assert (
+        type(message.entry_fee).__module__ == f"{cases['googleapis'].package}.google.type.money_rpc"
+    )
+
+
+def test_hard_keywords_in_folder_names_are_still_escaped(tmp_path: Path) -> None:
+    (tmp_path / "import" / "class").mkdir(parents=True)
+    (tmp_path / "import" / "class" / "x.proto").write_text(
+        'syntax = "proto3";\npackage a.b;\nmessage X { int32 y = 1; }\n'
+    )
+    generation = generate([tmp_path / "import" / "class" / "x.proto"], [tmp_path])
+    assert set(generation.modules) == {"import_/class_/x_rpc.py"}
+
+
 def test_import_public_reexports_the_public_dependency(cases: dict[str, Generated]) -> None:
     public = cases["cross"].module("acme.shop.public_rpc")
     money = cases["cross"].module("acme.common.money_rpc")
