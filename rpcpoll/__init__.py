@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+from .middleware import ClientCallContext, Middleware
 from .protocol.status import (
     AbortedError,
     AlreadyExistsError,
@@ -34,11 +35,13 @@ __all__ = [
     "AbortedError",
     "AlreadyExistsError",
     "CancelledError",
+    "ClientCallContext",
     "DataLossError",
     "DeadlineExceededError",
     "FailedPreconditionError",
     "InternalError",
     "InvalidArgumentError",
+    "Middleware",
     "NotFoundError",
     "OutOfRangeError",
     "PermissionDeniedError",

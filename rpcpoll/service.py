@@ -103,12 +103,15 @@ class ServiceDescriptor:
 
 
 class CallContext(msgspec.Struct, gc=False):
-    """What a handler receives as `context`: who is calling what, and until when.
+    """What a handler (and a server middleware) receives as `context`: who is calling what,
+    and until when.
 
-    `CallContext(service, method, metadata={}, deadline=None)`. One is built per call, on
-    the server's hot path, so it is a msgspec Struct (built in C, not tracked by the cyclic
-    GC) and its reply metadata dict is made only when first used.
+    `CallContext(service, method, metadata={}, deadline=None, peer="", kind="unary")`. One is
+    built per call, on the server's hot path, so it is a msgspec Struct (built in C, not
+    tracked by the cyclic GC) and its reply metadata dict is made only when first used.
     """
+
+    side: ClassVar[str] = "server"  # how a middleware tells it from a ClientCallContext
 
     #: the service's wire name, e.g. "echo.EchoService"
     service: str
@@ -118,6 +121,10 @@ class CallContext(msgspec.Struct, gc=False):
     metadata: Mapping[str, str] = _NO_METADATA
     #: `time.monotonic()` value by which the caller wants an answer; None = no deadline
     deadline: float | None = None
+    #: the caller's address as the server sees it ("127.0.0.1:50122", "unix:/path")
+    peer: str = ""
+    #: "unary", "server_stream", "client_stream" or "bidi"
+    kind: str = "unary"
     # The server reads this directly: a call without reply metadata makes no dict.
     _reply_metadata: dict[str, str] | None = None
     # Set by the server when the caller went away (cancelled the call, or its connection

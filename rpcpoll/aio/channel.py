@@ -18,6 +18,7 @@ from typing import Any
 from ..client.channel import DEFAULT_MUX_CONNECTIONS, ClientChannel, _Endpoint
 from ..client.outcome import MaybeSentError, NotSentError
 from ..discovery.base import Instance
+from ..middleware import ClientCallContext
 from ..service import MethodDescriptor, ServiceDescriptor
 from .mux import AsyncMuxTransport
 
@@ -49,6 +50,8 @@ class AsyncClientChannel(ClientChannel):
         )
         return _Endpoint(instance, transport, self._breaker_factory(instance))  # type: ignore[arg-type]
 
+    _is_async = True
+
     async def unary_call(
         self,
         service: ServiceDescriptor,
@@ -59,6 +62,34 @@ class AsyncClientChannel(ClientChannel):
         metadata: Mapping[str, str] | None,
         reply_metadata: dict[str, str] | None = None,
     ) -> Any:
+        if self._chain is None:
+            return await self._unary_async(
+                service, method, request, timeout, metadata, reply_metadata
+            )
+        context = self._context(service, method, timeout, metadata)
+        try:
+            return await self._chain(request, context)
+        finally:
+            if reply_metadata is not None:
+                reply_metadata.update(context.reply_metadata)
+
+    async def _through_middleware(self, request: Any, context: ClientCallContext) -> Any:
+        service, method = context._descriptors
+        return await self._unary_async(
+            service, method, request, context.timeout, context.metadata,
+            context.reply_metadata, context,
+        )  # fmt: skip
+
+    async def _unary_async(
+        self,
+        service: ServiceDescriptor,
+        method: MethodDescriptor,
+        request: Any,
+        timeout: float | None,
+        metadata: Mapping[str, str] | None,
+        reply_metadata: dict[str, str] | None,
+        context: ClientCallContext | None = None,
+    ) -> Any:
         payload, deadline, template, hash_key = self._prepare(
             service, method, request, timeout, metadata
         )
@@ -66,6 +97,8 @@ class AsyncClientChannel(ClientChannel):
         attempt = 1
         while True:
             endpoint = self._pick(hash_key, failed)
+            if context is not None:
+                context.peer, context.attempts = endpoint.instance.target, attempt
             transport: AsyncMuxTransport = endpoint.transport  # type: ignore[assignment]
             try:
                 reply = await transport.call(template, payload, deadline, metadata)

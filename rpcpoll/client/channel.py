@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..discovery.base import Instance, Resolver, Subscription, same_instances
+from ..middleware import AnyMiddleware, ClientCallContext, Endpoint, build_chain
 from ..protocol.frame import DEFAULT_MAX_FRAME_SIZE, FrameReader, MessageType, RequestTemplate
 from ..protocol.status import InternalError, ResourceExhaustedError, RpcError, UnavailableError
 from ..service import MethodDescriptor, ServiceDescriptor
@@ -127,7 +128,8 @@ class ClientChannel:
     `balancer` (a Balancer or its name), `hash_key` (`f(method, request, metadata)` giving the
     consistent-hash key), `breaker` (a factory `f(instance) -> CircuitBreaker`), `warmup`
     (connections dialed per instance up front); with `mux`, `max_calls_per_connection` (128)
-    and `max_unsent_bytes` (1 MiB).
+    and `max_unsent_bytes` (1 MiB); `middleware` (wraps every call, the first listed outermost,
+    with a ClientCallContext: rpcpoll/middleware.py).
 
     A target that is not an address (an http:// URL, a host without a port, a port over
     65535) raises ValueError here, with a one-line message.
@@ -153,6 +155,7 @@ class ClientChannel:
         warmup: int = 0,
         max_calls_per_connection: int = DEFAULT_MAX_CALLS,
         max_unsent_bytes: int = DEFAULT_MAX_UNSENT,
+        middleware: Sequence[AnyMiddleware] = (),
     ) -> None:
         if mux is True:
             mux = DEFAULT_MUX_CONNECTIONS
@@ -177,6 +180,10 @@ class ClientChannel:
         self._hash_key = hash_key
         self._breaker_factory = breaker or default_breaker_factory
         self._templates: dict[tuple[str, str], RequestTemplate] = {}
+        # The calls' way through the middleware, None without any (built once, here).
+        self._chain: Endpoint | None = None
+        if middleware:
+            self._chain = build_chain(self._through_middleware, middleware, self._is_async)
         self._closed = False
         self._lock = threading.Lock()  # guards instance-list changes
         self._view: tuple[Picker, dict[Instance, _Endpoint]] = (self._balancer.picker(()), {})
@@ -204,6 +211,8 @@ class ClientChannel:
 
     # ------------------------------------------------------------------ Channel
 
+    _is_async = False  # how middleware is chained: rpcpoll.aio's channel is async
+
     def unary_call(
         self,
         service: ServiceDescriptor,
@@ -214,6 +223,49 @@ class ClientChannel:
         metadata: Mapping[str, str] | None,
         reply_metadata: dict[str, str] | None = None,
     ) -> Any:
+        if self._chain is None:
+            return self._unary(service, method, request, timeout, metadata, reply_metadata)
+        context = self._context(service, method, timeout, metadata)
+        try:
+            return self._chain(request, context)
+        finally:
+            if reply_metadata is not None:
+                reply_metadata.update(context.reply_metadata)
+
+    def _context(
+        self,
+        service: ServiceDescriptor,
+        method: MethodDescriptor,
+        timeout: float | None,
+        metadata: Mapping[str, str] | None,
+    ) -> ClientCallContext:
+        """A call's context for the middleware (which may change metadata and timeout)."""
+        return ClientCallContext(
+            service.full_name,
+            method.name,
+            dict(metadata) if metadata else {},
+            self.timeout if timeout is None else timeout,
+            _descriptors=(service, method),
+        )
+
+    def _through_middleware(self, request: Any, context: ClientCallContext) -> Any:
+        """The innermost endpoint of the middleware chain: the call itself."""
+        service, method = context._descriptors
+        return self._unary(
+            service, method, request, context.timeout, context.metadata,
+            context.reply_metadata, context,
+        )  # fmt: skip
+
+    def _unary(
+        self,
+        service: ServiceDescriptor,
+        method: MethodDescriptor,
+        request: Any,
+        timeout: float | None,
+        metadata: Mapping[str, str] | None,
+        reply_metadata: dict[str, str] | None,
+        context: ClientCallContext | None = None,
+    ) -> Any:
         payload, deadline, template, hash_key = self._prepare(
             service, method, request, timeout, metadata
         )
@@ -221,6 +273,8 @@ class ClientChannel:
         attempt = 1
         while True:
             endpoint = self._pick(hash_key, failed)
+            if context is not None:
+                context.peer, context.attempts = endpoint.instance.target, attempt
             try:
                 reply = endpoint.transport.call(template, payload, deadline, metadata)
                 endpoint.breaker.on_success()

@@ -184,6 +184,7 @@ def start_call(
     payload: memoryview,
     extra: Mapping[str, str] | None,
     now: float,
+    peer: str,
     out: bytearray,
     slot: list[Any] | None,
     oneway: bool,
@@ -206,7 +207,7 @@ def start_call(
             _error(out, slot, on_done, entry, seq_id, flags, code, message, extra)
             return True
     deadline = None if timeout_ms is None else now + timeout_ms * 0.001
-    context = CallContext(route.service_name, route.method_name, metadata, deadline)
+    context = CallContext(route.service_name, route.method_name, metadata, deadline, peer)
     call = AsyncCall(entry, seq_id, flags, context, slot)
     call.oneway = oneway
     try:

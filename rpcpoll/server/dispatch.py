@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..message import DecodeError, Message
 from ..message.wire import encode_into
+from ..middleware import build_chain
 from ..protocol.frame import (
     FIXED_HEADER,
     FIXED_SIZE,
@@ -70,10 +71,20 @@ class Route:
         "where",
     )
 
-    def __init__(self, service: ServiceDescriptor, method: MethodDescriptor, handler: Any):
+    def __init__(
+        self,
+        service: ServiceDescriptor,
+        method: MethodDescriptor,
+        handler: Any,
+        middleware: Sequence[Any] = (),
+    ):
         self.service = service
         self.method = method
-        self.call: Callable[[Any, CallContext], Any] = getattr(handler, method.python_name)
+        bound = getattr(handler, method.python_name)
+        #: an `async def` method: it runs on the server's event loop (server/aio.py)
+        self.is_async = inspect.iscoroutinefunction(bound)
+        #: the handler's method, inside the server's middleware (rpcpoll.middleware)
+        self.call: Callable[[Any, CallContext], Any] = build_chain(bound, middleware, self.is_async)
         self.request_type: type[Message] = method.request_type
         self.decode: Callable[[Any], Any] = method.request_type.__rpcpoll_decode__
         self.response_type: type[Message] = method.response_type
@@ -82,8 +93,6 @@ class Route:
         self.where = f"{service.full_name}/{method.name}"
         #: mode "auto": a call of this method blocked the poller once (server.py)
         self.blocking = False
-        #: an `async def` method: it runs on the server's event loop (server/aio.py)
-        self.is_async = inspect.iscoroutinefunction(self.call)
 
 
 class Dispatcher:
@@ -102,6 +111,8 @@ class Dispatcher:
         self.max_header_entries: int | None = None
         self.max_frame_size: int | None = None
         self._oversized_routes: set[str] = set()  # routes whose oversized reply was logged
+        #: wraps every method registered from now on (rpcpoll.middleware)
+        self.middleware: Sequence[Any] = ()
 
     def set_limits(
         self,
@@ -128,7 +139,7 @@ class Dispatcher:
         for method in service.methods.values():
             if not method.unary:
                 continue  # streaming methods answer UNIMPLEMENTED until streaming lands
-            route = Route(service, method, handler)
+            route = Route(service, method, handler, self.middleware)
             self._routes[(service.full_name, method.name)] = route
             # Kitex routes a frame without a service name by a method name that is unique.
             self._by_method[method.name] = None if method.name in self._by_method else route
@@ -154,13 +165,14 @@ class Dispatcher:
         out: bytearray,
         extra: Mapping[str, str] | None,
         now: float,
+        peer: str = "",
     ) -> None:
         """Serve a frame whose header is not in `by_header` on this thread: `resolve` it,
         then run the call it makes, if any."""
         resolved = self.resolve(seq_id, flags, info, out, extra)
         if resolved is not None:
             entry, oneway = resolved
-            self.call(entry, seq_id, flags, payload, out, extra, now, oneway)
+            self.call(entry, seq_id, flags, payload, out, extra, now, peer, oneway)
 
     def resolve(
         self,
@@ -214,12 +226,13 @@ class Dispatcher:
         out: bytearray,
         extra: Mapping[str, str] | None,
         now: float,
+        peer: str = "",
         oneway: bool = False,
     ) -> None:
         """Decode, call the handler, encode; append the reply or exception unless oneway.
 
         `entry` is the call's (route, timeout in ms, metadata); `now` is `time.monotonic()`
-        when the frame arrived: the deadline counts from there.
+        when the frame arrived: the deadline counts from there; `peer` is the caller's address.
         """
         route, timeout_ms, metadata = entry
         try:
@@ -233,7 +246,7 @@ class Dispatcher:
                     self._fail(out, seq_id, flags, StatusCode.INVALID_ARGUMENT, message, extra)
                 return
         deadline = None if timeout_ms is None else now + timeout_ms * 0.001
-        context = CallContext(route.service_name, route.method_name, metadata, deadline)
+        context = CallContext(route.service_name, route.method_name, metadata, deadline, peer)
         start = len(out)
         try:
             response = route.call(request, context)

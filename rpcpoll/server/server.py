@@ -41,10 +41,12 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from functools import partial
 from typing import Any
 
+from ..middleware import Middleware, MiddlewareFunction
 from ..protocol.frame import (
     CONNECTION_RESET_KEY,
     DEFAULT_MAX_FRAME_SIZE,
@@ -94,9 +96,10 @@ _CONNECTION_FULL = "connection has {} calls in progress"
 class _ConnState:
     """Per-connection server state (the EventLoop context of each connection)."""
 
-    __slots__ = ("calls", "inflight", "lock", "order", "paused", "pooled", "replies")
+    __slots__ = ("calls", "inflight", "lock", "order", "paused", "peer", "pooled", "replies")
 
-    def __init__(self) -> None:
+    def __init__(self, peer: str = "") -> None:
+        self.peer = peer  # the client's address, for CallContext.peer
         self.pooled = False  # "auto" mode: this connection's calls have moved to the pool
         self.lock = threading.Lock()  # held by whoever writes: the batch loop, or a reply flusher
         # Replies waiting to be sent: out-of-order ones, and in-order ones whose turn came.
@@ -117,7 +120,9 @@ class Server:
     on one port), `pool` (the WorkerPool for calls), `listener` (an already listening socket to
     serve instead of binding `address`, e.g. one inherited from a supervisor; the caller keeps
     and closes it), `release_memory_after` (seconds of quiet after which cached buffers are
-    dropped and the allocator trimmed, default 5; None never).
+    dropped and the allocator trimmed, default 5; None never), `middleware` (wraps every
+    call, the first listed outermost: rpcpoll/middleware.py), `loop` and `uvloop` (where
+    `async def` handlers run: docs/asyncio.md).
 
     Limits, each a keyword of `ServerLimits` (defaults in rpcpoll/server/limits.py, what a
     client sees in docs/limits.md): `max_connections`, `max_calls`,
@@ -143,6 +148,7 @@ class Server:
         release_memory_after: float | None = 5.0,
         loop: asyncio.AbstractEventLoop | None = None,
         uvloop: bool | None = None,
+        middleware: Sequence[Middleware | MiddlewareFunction] = (),
         **limit_options: Any,
     ) -> None:
         base = limits or DEFAULT_LIMITS
@@ -166,6 +172,7 @@ class Server:
         self._network, self._address = parse_address(address)
         self._given_listener = listener
         self.dispatcher = Dispatcher()
+        self.dispatcher.middleware = tuple(middleware)
         self.dispatcher.set_limits(
             max_header_size=limits.max_header_size,
             max_header_entries=limits.max_header_entries,
@@ -198,6 +205,7 @@ class Server:
         self._auto = mode == "auto"
         self._watched: list[Poller] = []
         self._draining = False
+        self._stopping_callbacks: list[Callable[[], None]] = []
         # asyncio (server/aio.py): the loop async handlers run on, when there are any.
         self._given_aio_loop = loop
         self._uvloop = uvloop
@@ -231,6 +239,15 @@ class Server:
     def register(self, handler: Handler | AsyncHandler) -> None:
         """Serve `handler` (an instance of a generated `SHandler` or `SAsyncHandler` subclass)."""
         self.dispatcher.register(handler)
+
+    def handlers(self) -> list[Handler | AsyncHandler]:
+        """The registered handlers, in the order they were registered."""
+        return list(self.dispatcher.services.values())
+
+    def add_stopping_callback(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` when `shutdown()` begins, before the server stops accepting
+        (e.g. to turn health statuses NOT_SERVING). A callback that raises is logged."""
+        self._stopping_callbacks.append(callback)
 
     @property
     def address(self) -> str:
@@ -309,6 +326,12 @@ class Server:
         """
         timeout = self.exit_wait if timeout is None else timeout
         deadline = time.monotonic() + timeout
+        callbacks, self._stopping_callbacks = self._stopping_callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("a stopping callback failed")
         self._loop.stop_accepting()
         self._draining = True
         if self._releaser is not None:
@@ -345,7 +368,8 @@ class Server:
     # ------------------------------------------------------------------ connection work
 
     def _on_prepare(self, conn: Connection) -> _ConnState:
-        state = _ConnState()
+        network = "unix" if self._network == "unix" else "tcp"
+        state = _ConnState(format_address(network, conn.remote_address))
         if self._aio_loop is not None:
             conn.add_close_callback(lambda _conn: self._cancel_calls(state))
         return state
@@ -423,6 +447,7 @@ class Server:
         max_length, max_unsent, max_calls = self._max_frame - 4, self._max_unsent, self._max_calls
         auto = self._auto and not state.pooled
         inline = auto or self._run_on_poller  # in-order calls run on this thread, uncounted
+        peer = state.peer
         if auto:
             poller = conn.poller
             generation = poller.generation
@@ -446,7 +471,7 @@ class Server:
                 and self._calls < max_calls
                 and not entry[0].blocking
             ):
-                call(entry, seq_id, 0, payload, out, extra, now)
+                call(entry, seq_id, 0, payload, out, extra, now, peer)
                 if auto:
                     poller.progress += 1  # for the watchdog (poller.py, "Hand-off")
                     if poller.generation != generation:  # the loop moved on: we are a worker
@@ -500,9 +525,9 @@ class Server:
                 if entry is not None and entry[0].blocking:
                     poller.hand_off()  # known to block: give the loop away before it starts
             if entry is None:
-                dispatcher.serve_raw(seq_id, flags, info, payload, out, extra, now)
+                dispatcher.serve_raw(seq_id, flags, info, payload, out, extra, now, state.peer)
             else:
-                dispatcher.call(entry, seq_id, flags, payload, out, extra, now)
+                dispatcher.call(entry, seq_id, flags, payload, out, extra, now, state.peer)
             if auto:
                 poller.progress += 1
                 if poller.generation != generation:
@@ -514,9 +539,9 @@ class Server:
                 self._calls += 1
             try:
                 if entry is None:
-                    dispatcher.serve_raw(seq_id, flags, info, payload, out, extra, now)
+                    dispatcher.serve_raw(seq_id, flags, info, payload, out, extra, now, state.peer)
                 else:
-                    dispatcher.call(entry, seq_id, flags, payload, out, extra, now)
+                    dispatcher.call(entry, seq_id, flags, payload, out, extra, now, state.peer)
             finally:
                 with self._calls_lock:
                     self._calls -= 1
@@ -573,8 +598,8 @@ class Server:
             self._queue_reply(conn, state, call.slot, reply)
 
         start_call(
-            self.dispatcher, self._aio_loop, entry, seq_id, flags, payload, extra, now, out,
-            slot, oneway, on_pending, on_done,
+            self.dispatcher, self._aio_loop, entry, seq_id, flags, payload, extra, now,
+            state.peer, out, slot, oneway, on_pending, on_done,
         )  # fmt: skip
 
     def _serve_on_pool(
@@ -593,7 +618,9 @@ class Server:
         """A sync handler's call of an asyncio server, on a worker thread."""
         reply = bytearray()
         try:
-            self.dispatcher.call(entry, seq_id, flags, payload, reply, extra, now, oneway)
+            self.dispatcher.call(
+                entry, seq_id, flags, payload, reply, extra, now, state.peer, oneway
+            )
         finally:
             self._count_call(conn, state, -1)
         try:
@@ -705,9 +732,11 @@ class Server:
             entry = self.dispatcher.by_header.get(info)
             now = time.monotonic()
             if entry is None:
-                self.dispatcher.serve_raw(seq_id, flags, info, payload, reply, extra, now)
+                self.dispatcher.serve_raw(
+                    seq_id, flags, info, payload, reply, extra, now, state.peer
+                )
             else:
-                self.dispatcher.call(entry, seq_id, flags, payload, reply, extra, now)
+                self.dispatcher.call(entry, seq_id, flags, payload, reply, extra, now, state.peer)
             counted = False
             self._end_out_of_order(conn, state)
             state.replies.append(reply)
