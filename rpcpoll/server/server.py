@@ -42,7 +42,7 @@ import time
 from collections import deque
 from dataclasses import fields, replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..protocol.frame import (
     CONNECTION_RESET_KEY,
@@ -68,9 +68,13 @@ from ..transport.linkbuffer import LinkBuffer
 from ..transport.memory import MemoryReleaser
 from ..transport.net import Listener, convert_listener, create_listener
 from ..transport.poller import Poller, manager
+from ..transport.tls import ServerTLS, as_server_tls
 from ..transport.worker_pool import WorkerPool, default_pool
 from .dispatch import CachedCall, Dispatcher, Route
 from .limits import DEFAULT_LIMITS, ServerLimits, fd_capped
+
+if TYPE_CHECKING:
+    from ssl import SSLContext
 
 __all__ = ["Server"]
 
@@ -107,7 +111,9 @@ class Server:
     on one port), `pool` (the WorkerPool for calls), `listener` (an already listening socket to
     serve instead of binding `address`, e.g. one inherited from a supervisor; the caller keeps
     and closes it), `release_memory_after` (seconds of quiet after which cached buffers are
-    dropped and the allocator trimmed, default 5; None never).
+    dropped and the allocator trimmed, default 5; None never), `ssl` (serve TLS: an
+    `ssl.SSLContext`, or a `rpcpoll.transport.ServerTLS` for reloadable certificates and
+    handshake options; docs/tls.md).
 
     Limits, each a keyword of `ServerLimits` (defaults in rpcpoll/server/limits.py, what a
     client sees in docs/limits.md): `max_connections`, `max_calls`,
@@ -131,6 +137,7 @@ class Server:
         mode: str = DEFAULT_MODE,
         limits: ServerLimits | None = None,
         release_memory_after: float | None = 5.0,
+        ssl: ServerTLS | SSLContext | None = None,
         **limit_options: Any,
     ) -> None:
         base = limits or DEFAULT_LIMITS
@@ -186,6 +193,8 @@ class Server:
         self._auto = mode == "auto"
         self._watched: list[Poller] = []
         self._draining = False
+        #: The TLS settings (None: plaintext); `tls.reload()` takes new certificates.
+        self.tls = None if ssl is None else _with_plaintext_refusal(as_server_tls(ssl))
         self._listener: Listener | None = None
         self._thread: threading.Thread | None = None
         self._loop = EventLoop(
@@ -204,6 +213,7 @@ class Server:
             max_unread=limits.max_unread_bytes,
             partial_timeout=limits.frame_timeout,
             partial_budget=limits.max_partial_bytes,
+            ssl=self.tls,
         )
         for handler in handlers:
             self.register(handler)
@@ -543,3 +553,12 @@ class Server:
         replies = state.replies
         while replies:
             writer.write_binary(replies.popleft())  # copied if small, else linked
+
+
+def _with_plaintext_refusal(tls: ServerTLS) -> ServerTLS:
+    """A plaintext client is told, in a frame it can read, why it is refused."""
+    if not tls.plaintext_reply:
+        tls.plaintext_reply = refusal_frame(
+            int(StatusCode.UNAVAILABLE), "this server requires TLS (connect with tls=True or ssl=)"
+        )
+    return tls

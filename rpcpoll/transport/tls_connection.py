@@ -153,6 +153,12 @@ class TLSConnection(Connection):
         return self._peer
 
     @property
+    def tls_failure(self) -> TLSSessionError | None:
+        """Why the established session failed (an alert from the peer, a corrupt record), if
+        it did; reads and writes on the closed connection raise it."""
+        return self._tls_failure
+
+    @property
     def handshake_done(self) -> bool:
         return self._established
 
