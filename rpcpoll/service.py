@@ -18,7 +18,7 @@ import time
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
@@ -31,6 +31,9 @@ from .protocol.status import (
     UnavailableError,
     UnimplementedError,
 )
+
+if TYPE_CHECKING:
+    from .transport.identity import PeerIdentity
 
 __all__ = [
     "CallContext",
@@ -95,9 +98,9 @@ class ServiceDescriptor:
 class CallContext(msgspec.Struct, gc=False):
     """What a handler receives as `context`: who is calling what, and until when.
 
-    `CallContext(service, method, metadata={}, deadline=None)`. One is built per call, on
-    the server's hot path, so it is a msgspec Struct (built in C, not tracked by the cyclic
-    GC) and its reply metadata dict is made only when first used.
+    `CallContext(service, method, metadata={}, deadline=None, peer=None)`. One is built per
+    call, on the server's hot path, so it is a msgspec Struct (built in C, not tracked by the
+    cyclic GC) and its reply metadata dict is made only when first used.
     """
 
     #: the service's wire name, e.g. "echo.EchoService"
@@ -108,6 +111,9 @@ class CallContext(msgspec.Struct, gc=False):
     metadata: Mapping[str, str] = _NO_METADATA
     #: `time.monotonic()` value by which the caller wants an answer; None = no deadline
     deadline: float | None = None
+    #: the caller's verified TLS certificate identity (a `rpcpoll.transport.PeerIdentity`:
+    #: subject, common_name, dns_names, uris, ...); None without TLS or a client certificate
+    peer: PeerIdentity | None = None
     # The server reads this directly: a call without reply metadata makes no dict.
     _reply_metadata: dict[str, str] | None = None
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..message import DecodeError, Message
 from ..message.wire import encode_into
@@ -45,6 +45,9 @@ from ..protocol.status import RpcError, StatusCode
 from ..service import CallContext, Handler, MethodDescriptor, ServiceDescriptor
 
 __all__ = ["Dispatcher", "Route"]
+
+if TYPE_CHECKING:
+    from ..transport.identity import PeerIdentity
 
 log = logging.getLogger("rpcpoll.server")
 
@@ -147,6 +150,7 @@ class Dispatcher:
         out: bytearray,
         extra: Mapping[str, str] | None,
         now: float,
+        peer: PeerIdentity | None = None,
     ) -> None:
         """Serve a frame whose header is not in `by_header`: parse it (within the limits),
         cache it if it is a plain call, and run it; or answer what is wrong with it."""
@@ -163,9 +167,9 @@ class Dispatcher:
             self._fail(out, seq_id, flags, StatusCode.RESOURCE_EXHAUSTED, f"request {exc}", extra)
             return
         if entry is not None:
-            self.call(entry, seq_id, flags, payload, out, extra, now)
+            self.call(entry, seq_id, flags, payload, out, extra, now, peer=peer)
         else:
-            self.handle(frame, out, extra, now)
+            self.handle(frame, out, extra, now, peer)
 
     def handle(
         self,
@@ -173,6 +177,7 @@ class Dispatcher:
         out: bytearray,
         extra: Mapping[str, str] | None,
         now: float,
+        peer: PeerIdentity | None = None,
     ) -> None:
         """Run the call in `frame` and append its reply (or exception) frame to `out`.
 
@@ -198,7 +203,7 @@ class Dispatcher:
         if not isinstance(payload, memoryview):
             payload = memoryview(payload)
         entry = (route, frame.timeout_ms, frame.metadata)
-        self.call(entry, frame.seq_id, frame.flags, payload, out, extra, now, oneway)
+        self.call(entry, frame.seq_id, frame.flags, payload, out, extra, now, oneway, peer)
 
     def call(
         self,
@@ -210,11 +215,13 @@ class Dispatcher:
         extra: Mapping[str, str] | None,
         now: float,
         oneway: bool = False,
+        peer: PeerIdentity | None = None,
     ) -> None:
         """Decode, call the handler, encode; append the reply or exception unless oneway.
 
         `entry` is the call's (route, timeout in ms, metadata); `now` is `time.monotonic()`
-        when the frame arrived: the deadline counts from there.
+        when the frame arrived: the deadline counts from there. `peer` is the caller's
+        verified TLS identity (`CallContext.peer`).
         """
         route, timeout_ms, metadata = entry
         try:
@@ -228,7 +235,7 @@ class Dispatcher:
                     self._fail(out, seq_id, flags, StatusCode.INVALID_ARGUMENT, message, extra)
                 return
         deadline = None if timeout_ms is None else now + timeout_ms * 0.001
-        context = CallContext(route.service_name, route.method_name, metadata, deadline)
+        context = CallContext(route.service_name, route.method_name, metadata, deadline, peer)
         start = len(out)
         try:
             response = route.call(request, context)

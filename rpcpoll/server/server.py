@@ -76,6 +76,8 @@ from .limits import DEFAULT_LIMITS, ServerLimits, fd_capped
 if TYPE_CHECKING:
     from ssl import SSLContext
 
+    from ..transport.identity import PeerIdentity
+
 __all__ = ["Server"]
 
 log = logging.getLogger("rpcpoll.server")
@@ -92,7 +94,7 @@ _CONNECTION_FULL = "connection has {} calls in progress"
 class _ConnState:
     """Per-connection server state (the EventLoop context of each connection)."""
 
-    __slots__ = ("inflight", "lock", "paused", "pooled", "replies")
+    __slots__ = ("inflight", "lock", "paused", "peer", "pooled", "replies")
 
     def __init__(self) -> None:
         self.pooled = False  # "auto" mode: this connection's calls have moved to the pool
@@ -100,6 +102,7 @@ class _ConnState:
         self.replies: deque[bytearray] = deque()  # out-of-order replies waiting to be sent
         self.inflight = 0  # out-of-order calls still running (changed under Server._calls_lock)
         self.paused = False  # reading paused: max_calls_per_connection reached
+        self.peer: PeerIdentity | None = None  # the client's verified TLS identity
 
 
 class Server:
@@ -317,6 +320,8 @@ class Server:
         extra = _DRAIN_METADATA if self._draining else None
         out = bytearray()  # the replies of this batch, sent with one flush
         now = time.monotonic()  # every frame of the batch arrived by now
+        if self.tls is not None and state.peer is None:
+            state.peer = conn.peer_identity  # known once the handshake is done: before any byte
         try:
             with state.lock:
                 while len(out) <= self._max_unsent:  # else: flush first (backpressure)
@@ -391,7 +396,7 @@ class Server:
                 and self._calls < max_calls
                 and not entry[0].blocking
             ):
-                call(entry, seq_id, 0, payload, out, extra, now)
+                call(entry, seq_id, 0, payload, out, extra, now, peer=state.peer)
                 if auto:
                     poller.progress += 1  # for the watchdog (poller.py, "Hand-off")
                     if poller.generation != generation:  # the loop moved on: we are a worker
@@ -441,9 +446,9 @@ class Server:
                 if entry is not None and entry[0].blocking:
                     poller.hand_off()  # known to block: give the loop away before it starts
             if entry is None:
-                dispatcher.serve_raw(seq_id, flags, info, payload, out, extra, now)
+                dispatcher.serve_raw(seq_id, flags, info, payload, out, extra, now, state.peer)
             else:
-                dispatcher.call(entry, seq_id, flags, payload, out, extra, now)
+                dispatcher.call(entry, seq_id, flags, payload, out, extra, now, peer=state.peer)
             if auto:
                 poller.progress += 1
                 if poller.generation != generation:
@@ -455,9 +460,9 @@ class Server:
                 self._calls += 1
             try:
                 if entry is None:
-                    dispatcher.serve_raw(seq_id, flags, info, payload, out, extra, now)
+                    dispatcher.serve_raw(seq_id, flags, info, payload, out, extra, now, state.peer)
                 else:
-                    dispatcher.call(entry, seq_id, flags, payload, out, extra, now)
+                    dispatcher.call(entry, seq_id, flags, payload, out, extra, now, peer=state.peer)
             finally:
                 with self._calls_lock:
                     self._calls -= 1
@@ -515,9 +520,13 @@ class Server:
             entry = self.dispatcher.by_header.get(info)
             now = time.monotonic()
             if entry is None:
-                self.dispatcher.serve_raw(seq_id, flags, info, payload, reply, extra, now)
+                self.dispatcher.serve_raw(
+                    seq_id, flags, info, payload, reply, extra, now, state.peer
+                )
             else:
-                self.dispatcher.call(entry, seq_id, flags, payload, reply, extra, now)
+                self.dispatcher.call(
+                    entry, seq_id, flags, payload, reply, extra, now, peer=state.peer
+                )
             counted = False
             self._end_out_of_order(conn, state)
             state.replies.append(reply)
