@@ -472,7 +472,7 @@ def _discovery_of(
         if not isinstance(target, str):
             raise TypeError("with resolver=, the target is the service name")
         return target, resolver
-    if isinstance(target, str) and target.startswith("etcd://"):
+    if isinstance(target, str) and target.lower().startswith(("etcd://", "etcds://")):
         from ..discovery.etcd import EtcdResolver, parse_etcd_target
 
         _endpoints, service = parse_etcd_target(target)

@@ -316,7 +316,9 @@ _EPILOG = (
     "--registry",
     default=None,
     metavar="URL",
-    help="publish the address in this registry while serving (etcd://HOST:PORT[?prefix=P])",
+    help="publish the address in this registry while serving (etcd://HOST:PORT[?prefix=P];"
+    " etcds://[USER@]HOST:PORT[?ca=FILE&cert=FILE&key=FILE] for HTTPS and auth, the password"
+    " in RPCPOLL_ETCD_PASSWORD; docs/discovery.md)",
 )
 @click.option(
     "--service-name",

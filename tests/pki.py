@@ -70,12 +70,16 @@ class CertAuthority:
         ips: tuple[str, ...] = ("127.0.0.1",),
         uris: tuple[str, ...] = (),
         client: bool = False,
+        server: bool | None = None,
         expired: bool = False,
         organization: str | None = None,
     ) -> Issued:
-        """A leaf certificate for a server (or a client, with `client=True`)."""
+        """A leaf certificate for a server, a client (`client=True`) or both (`client=True,
+        server=True`: etcd's own certificate, which its gateway also presents as a client)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+        # An empty common_name leaves CN out (etcd's gateway refuses client certificates
+        # with a CN once auth is on: it will not map CNs to users there).
+        attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else []
         if organization is not None:
             attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -83,7 +87,9 @@ class CertAuthority:
         names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
         names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
         names += [x509.UniformResourceIdentifier(u) for u in uris]
-        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+        usage = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
+        if server or (server is None and not client):
+            usage.append(ExtendedKeyUsageOID.SERVER_AUTH)
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name(attributes))
@@ -93,12 +99,12 @@ class CertAuthority:
             .not_valid_before(start)
             .not_valid_after(end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         )
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
-        stem = self.directory / f"{_slug(self.name)}-{_slug(common_name)}"
+        stem = self.directory / f"{_slug(self.name)}-{_slug(common_name or organization or 'x')}"
         cert_path, key_path = Path(f"{stem}.pem"), Path(f"{stem}.key")
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         key_path.write_bytes(
