@@ -78,7 +78,7 @@ def main() -> None:
                 return
             size, pos = len(view), 0
             while size - pos >= FIXED_SIZE:
-                length, magic, flags, seq, words = unpack(view, pos)
+                length, _magic, flags, seq, words = unpack(view, pos)
                 end = pos + 4 + length
                 body = pos + FIXED_SIZE + (words << 2)
                 info = bytes(view[pos + FIXED_SIZE : body])
@@ -86,7 +86,7 @@ def main() -> None:
                 pos = end
                 if name == "frames":
                     continue
-                route, timeout_ms, metadata = dispatcher.by_header[info]
+                route, _timeout_ms, metadata = dispatcher.by_header[info]
                 if name == "route":
                     continue
                 req = route.decode(payload)

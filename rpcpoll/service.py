@@ -24,7 +24,7 @@ import time
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
@@ -37,6 +37,9 @@ from .protocol.status import (
     UnavailableError,
     UnimplementedError,
 )
+
+if TYPE_CHECKING:
+    from .transport.identity import PeerIdentity
 
 __all__ = [
     "AsyncChannel",
@@ -106,9 +109,10 @@ class CallContext(msgspec.Struct, gc=False):
     """What a handler (and a server middleware) receives as `context`: who is calling what,
     and until when.
 
-    `CallContext(service, method, metadata={}, deadline=None, peer="", kind="unary")`. One is
-    built per call, on the server's hot path, so it is a msgspec Struct (built in C, not
-    tracked by the cyclic GC) and its reply metadata dict is made only when first used.
+    `CallContext(service, method, metadata={}, deadline=None, peer="", kind="unary",
+    peer_identity=None)`. One is built per call, on the server's hot path, so it is a msgspec
+    Struct (built in C, not tracked by the cyclic GC) and its reply metadata dict is made only
+    when first used.
     """
 
     side: ClassVar[str] = "server"  # how a middleware tells it from a ClientCallContext
@@ -125,6 +129,9 @@ class CallContext(msgspec.Struct, gc=False):
     peer: str = ""
     #: "unary", "server_stream", "client_stream" or "bidi"
     kind: str = "unary"
+    #: the caller's verified TLS certificate identity (a `rpcpoll.transport.PeerIdentity`:
+    #: subject, common_name, dns_names, uris, ...); None without TLS or a client certificate
+    peer_identity: PeerIdentity | None = None
     # The server reads this directly: a call without reply metadata makes no dict.
     _reply_metadata: dict[str, str] | None = None
     # Set by the server when the caller went away (cancelled the call, or its connection

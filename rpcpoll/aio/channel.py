@@ -47,6 +47,8 @@ class AsyncClientChannel(ClientChannel):
             describe=instance.target,
             max_calls=self._mux_limits[0],
             max_unsent=self._mux_limits[1],
+            ssl=self._ssl,
+            server_hostname=self._server_hostname,
         )
         return _Endpoint(instance, transport, self._breaker_factory(instance))  # type: ignore[arg-type]
 

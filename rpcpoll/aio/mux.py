@@ -32,7 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..client.longconn import refusal_of, reply_of, reply_too_large
 from ..client.outcome import MaybeSentError, NotSentError, Reply
@@ -54,6 +54,9 @@ from ..transport.connection import Connection, run_inline
 from ..transport.errors import DialError, DialRefusedError, DialTimeoutError, TransportError
 from ..transport.loop_poller import LoopPoller
 from ..transport.net import dial_connection_async
+
+if TYPE_CHECKING:
+    from ssl import SSLContext
 
 __all__ = ["AsyncMuxConnection", "AsyncMuxTransport", "loop_poller"]
 
@@ -309,8 +312,12 @@ class AsyncMuxTransport:
         describe: str,
         max_calls: int,
         max_unsent: int,
+        ssl: SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         self._network = network
+        self._ssl = ssl
+        self._server_hostname = server_hostname
         self._address = address
         self._size = max(1, size)
         self._frames = frames
@@ -395,8 +402,9 @@ class AsyncMuxTransport:
         try:
             assert self._poller is not None
             conn = await dial_connection_async(
-                self._network, self._address, timeout, self._poller, run_inline
-            )
+                self._network, self._address, timeout, self._poller, run_inline,
+                ssl=self._ssl, server_hostname=self._server_hostname,
+            )  # fmt: skip
         except (DialRefusedError, DialError, DialTimeoutError) as exc:
             error = NotSentError(str(exc))
             self._dialing.set_exception(error)

@@ -21,7 +21,13 @@ A channel calls one service, on one or many instances:
 Timeouts. `timeout=` is the whole call's budget, retries included. It travels to the server
 as the caller's remaining time, and the wait for the reply stops at the deadline: the call then
 raises DEADLINE_EXCEEDED and a late reply is dropped, never read as another call's reply.
-`connect_timeout` bounds each dial separately.
+`connect_timeout` bounds each dial separately (its TLS handshake included).
+
+TLS. `ssl=` (an `ssl.SSLContext`, e.g. from `rpcpoll.transport.client_context` with a client
+certificate for mTLS) or `tls=True` (the system's CAs) encrypts every connection, pooled and
+multiplexed. The server's certificate must be valid for `server_hostname` (default: the host
+of each instance's address; SNI carries it too). Failures are UNAVAILABLE with OpenSSL's
+reason (docs/tls.md).
 
 Limits. A request whose frame would exceed `max_frame_size` fails with RESOURCE_EXHAUSTED
 before anything is sent (one compare per call without metadata); a reply over it fails its
@@ -43,7 +49,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..discovery.base import Instance, Resolver, Subscription, same_instances
 from ..middleware import AnyMiddleware, ClientCallContext, Endpoint, build_chain
@@ -57,6 +63,9 @@ from .longconn import LongConnTransport
 from .mux import DEFAULT_MAX_CALLS, DEFAULT_MAX_UNSENT, MuxTransport
 from .outcome import MaybeSentError, NotSentError, Reply
 from .pool import PoolOptions
+
+if TYPE_CHECKING:
+    from ssl import SSLContext
 
 __all__ = ["DEFAULT_MUX_CONNECTIONS", "NO_RETRY", "ClientChannel", "RetryPolicy", "open_channel"]
 
@@ -128,8 +137,10 @@ class ClientChannel:
     `balancer` (a Balancer or its name), `hash_key` (`f(method, request, metadata)` giving the
     consistent-hash key), `breaker` (a factory `f(instance) -> CircuitBreaker`), `warmup`
     (connections dialed per instance up front); with `mux`, `max_calls_per_connection` (128)
-    and `max_unsent_bytes` (1 MiB); `middleware` (wraps every call, the first listed outermost,
-    with a ClientCallContext: rpcpoll/middleware.py).
+    and `max_unsent_bytes` (1 MiB); `ssl` (an SSLContext) or `tls=True` (a default client
+    context) for TLS, and `server_hostname` (the name the server's certificate must carry);
+    `middleware` (wraps every call, the first listed outermost, with a ClientCallContext:
+    rpcpoll/middleware.py).
 
     A target that is not an address (an http:// URL, a host without a port, a port over
     65535) raises ValueError here, with a one-line message.
@@ -156,6 +167,9 @@ class ClientChannel:
         max_calls_per_connection: int = DEFAULT_MAX_CALLS,
         max_unsent_bytes: int = DEFAULT_MAX_UNSENT,
         middleware: Sequence[AnyMiddleware] = (),
+        ssl: SSLContext | None = None,
+        tls: bool = False,
+        server_hostname: str | None = None,
     ) -> None:
         if mux is True:
             mux = DEFAULT_MUX_CONNECTIONS
@@ -174,6 +188,12 @@ class ClientChannel:
         self._pool_options = PoolOptions(max_idle_per_address, max_idle_global, max_idle_timeout)
         self._mux = int(mux)
         self._warmup = warmup
+        if ssl is None and tls:
+            from ..transport.tls import client_context
+
+            ssl = client_context()
+        self._ssl = ssl
+        self._server_hostname = server_hostname
         if isinstance(balancer, str):
             balancer = balancer_by_name(balancer)
         self._balancer: Balancer = balancer or WeightedRoundRobin()
@@ -196,6 +216,7 @@ class ClientChannel:
         if discovery is None:  # one fixed instance
             network, address = parse_address(target)
             shown = str(address) if network == "unix" else format_address(network, address)
+            self._check_tls_name(network, shown)
             self._set_instances([Instance(shown, network)], warm_now=True)
             return
         if resolver is None:
@@ -432,6 +453,7 @@ class ClientChannel:
                 if endpoint is None:
                     try:
                         where = _dial_address(instance)
+                        self._check_tls_name(where[0], instance.target)
                     except ValueError as exc:  # one bad entry must not hide the good ones
                         log.warning(
                             "%s: skipping instance %r: %s", self._service_name, instance, exc
@@ -456,6 +478,16 @@ class ClientChannel:
                 self._warmers = [t for t in self._warmers if t.is_alive()] + [warmer]
                 warmer.start()
 
+    def _check_tls_name(self, network: str, shown: str) -> None:
+        """ValueError if TLS would have no name to check the server's certificate against."""
+        ssl = self._ssl
+        no_name = network == "unix" and self._server_hostname is None
+        if no_name and ssl is not None and ssl.check_hostname:
+            raise ValueError(
+                f"{shown}: a unix address has no host name for TLS to check: give"
+                " server_hostname= (or an SSLContext with check_hostname off)"
+            )
+
     def _endpoints_by_target(self) -> dict[str, _Endpoint]:
         """The current endpoints, one per address (instances differing only in weight or tags
         share theirs)."""
@@ -476,6 +508,8 @@ class ClientChannel:
                 describe=describe,
                 max_calls=self._mux_limits[0],
                 max_unsent=self._mux_limits[1],
+                ssl=self._ssl,
+                server_hostname=self._server_hostname,
             )
         else:
             transport = LongConnTransport(
@@ -485,6 +519,8 @@ class ClientChannel:
                 pool_options=self._pool_options,
                 connect_timeout=self.connect_timeout,
                 describe=describe,
+                ssl=self._ssl,
+                server_hostname=self._server_hostname,
             )
         return _Endpoint(instance, transport, self._breaker_factory(instance))
 
@@ -543,7 +579,7 @@ def _discovery_of(
         if not isinstance(target, str):
             raise TypeError("with resolver=, the target is the service name")
         return target, resolver
-    if isinstance(target, str) and target.startswith("etcd://"):
+    if isinstance(target, str) and target.lower().startswith(("etcd://", "etcds://")):
         from ..discovery.etcd import EtcdResolver, parse_etcd_target
 
         _endpoints, service = parse_etcd_target(target)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from ..protocol.frame import (
     CONNECTION_RESET_KEY,
@@ -44,6 +45,9 @@ from ..transport.net import dial_connection
 from .outcome import MaybeSentError, NotSentError, Reply, timeout_ms_until
 from .pool import Pool, PoolOptions
 
+if TYPE_CHECKING:
+    from ssl import SSLContext
+
 __all__ = ["LongConnTransport", "dial_within", "refusal_of", "reply_of", "reply_too_large"]
 
 
@@ -55,8 +59,11 @@ def dial_within(
     *,
     direct: bool,
     runner: Runner | None = None,
+    ssl: SSLContext | None = None,
+    server_hostname: str | None = None,
 ) -> Connection:
-    """Dial within both the connect timeout and the call's deadline; a failure is NotSentError."""
+    """Dial within both the connect timeout and the call's deadline (a TLS handshake
+    included); a failure is NotSentError."""
     timeout = connect_timeout
     if deadline is not None:
         remaining = deadline - time.monotonic()
@@ -64,7 +71,15 @@ def dial_within(
             raise DeadlineExceededError(message="deadline exceeded before connecting")
         timeout = remaining if timeout is None else min(timeout, remaining)
     try:
-        return dial_connection(network, address, timeout, direct=direct, runner=runner)
+        return dial_connection(
+            network,
+            address,
+            timeout,
+            direct=direct,
+            runner=runner,
+            ssl=ssl,
+            server_hostname=server_hostname,
+        )
     except (DialRefusedError, DialError, DialTimeoutError) as exc:
         raise NotSentError(str(exc)) from exc
 
@@ -81,10 +96,14 @@ class LongConnTransport:
         pool_options: PoolOptions,
         connect_timeout: float | None,
         describe: str,
+        ssl: SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         self._network = network
         self._address = address
         self._frames = frames
+        self._ssl = ssl
+        self._server_hostname = server_hostname
         self._pool = Pool(pool_options)
         self._connect_timeout = connect_timeout
         self._describe = describe
@@ -100,11 +119,7 @@ class LongConnTransport:
         conns = []
         try:
             for _ in range(count - self._pool.idle):
-                conns.append(
-                    dial_within(
-                        self._network, self._address, self._connect_timeout, deadline, direct=True
-                    )
-                )
+                conns.append(self._dial(deadline))
         finally:
             for conn in conns:
                 self._pool.put(conn)
@@ -161,8 +176,17 @@ class LongConnTransport:
             conn = self._pool.get()
         if conn is not None:
             return conn
+        return self._dial(deadline)
+
+    def _dial(self, deadline: float | None) -> Connection:
         return dial_within(
-            self._network, self._address, self._connect_timeout, deadline, direct=True
+            self._network,
+            self._address,
+            self._connect_timeout,
+            deadline,
+            direct=True,
+            ssl=self._ssl,
+            server_hostname=self._server_hostname,
         )
 
     def _read_reply(self, conn: Connection, seq_id: int, deadline: float | None) -> Reply:

@@ -37,7 +37,7 @@ import time
 from _thread import allocate_lock
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..protocol.frame import (
     CONNECTION_RESET_KEY,
@@ -51,8 +51,12 @@ from ..protocol.frame import (
 from ..protocol.status import DeadlineExceededError, InternalError, ResourceExhaustedError
 from ..transport.connection import Connection, run_inline
 from ..transport.errors import TransportError, WriteTimeoutError
+from ..transport.tls_connection import TLSConnection
 from .longconn import dial_within, refusal_of, reply_of, reply_too_large
 from .outcome import MaybeSentError, NotSentError, Reply, timeout_ms_until
+
+if TYPE_CHECKING:
+    from ssl import SSLContext
 
 __all__ = ["MuxConnection", "MuxTransport"]
 
@@ -257,8 +261,11 @@ class MuxConnection:
         except ProtocolError as exc:
             log.warning("bad control frame from %s: %s", self._describe, exc)
 
-    def _on_close(self, _conn: Connection) -> None:
+    def _on_close(self, conn: Connection) -> None:
         self.dead = True
+        # A TLS session that failed (the server refused our certificate, say) says why.
+        failure = conn.tls_failure if isinstance(conn, TLSConnection) else None
+        why = f": {failure}" if failure is not None else ""
         self._queue.clear()
         pending = self._pending
         for seq_id in list(pending):
@@ -270,9 +277,11 @@ class MuxConnection:
                     f"{self._describe} refused the connection: {self.refused}"
                 )
             elif call.written:
-                call.error = MaybeSentError(f"connection to {self._describe} closed")
+                call.error = MaybeSentError(f"connection to {self._describe} closed{why}")
             else:
-                call.error = NotSentError(f"connection to {self._describe} closed before sending")
+                call.error = NotSentError(
+                    f"connection to {self._describe} closed before sending{why}"
+                )
             call.done.release()
 
 
@@ -290,6 +299,8 @@ class MuxTransport:
         describe: str,
         max_calls: int = DEFAULT_MAX_CALLS,
         max_unsent: int = DEFAULT_MAX_UNSENT,
+        ssl: SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("mux needs at least one connection")
@@ -302,6 +313,8 @@ class MuxTransport:
         self._frames = frames
         self._connect_timeout = connect_timeout
         self._describe = describe
+        self._ssl = ssl
+        self._server_hostname = server_hostname
         self._slots: list[MuxConnection | None] = [None] * size
         self._slot_locks = [threading.Lock() for _ in range(size)]
         self._next = itertools.count()
@@ -373,6 +386,8 @@ class MuxTransport:
                 deadline,
                 direct=False,
                 runner=run_inline,
+                ssl=self._ssl,
+                server_hostname=self._server_hostname,
             )
             mux = self._slots[index] = MuxConnection(conn, self._frames, self._describe)
         finally:

@@ -11,8 +11,15 @@ The gateway speaks proto3 JSON, which this module hides from its callers:
 Endpoints are tried in turn: a connection error, a timeout or a "no leader" answer on one moves
 to the next (and the next call starts from the one that answered). Errors are typed:
 `EtcdUnavailable` (no endpoint answered), `EtcdResponseError` (etcd answered with an error
-status), `EtcdProtocolError` (an answer that is not what the gateway sends). A call that timed
-out may still have been applied; every call the registry makes is safe to repeat.
+status), `EtcdAuthError` (etcd refused the user or password), `EtcdProtocolError` (an answer
+that is not what the gateway sends). A call that timed out may still have been applied; every
+call the registry makes is safe to repeat.
+
+TLS and auth. `https://` endpoints or `ssl=` (an SSLContext: CA, client certificate) make
+every call HTTPS. With `username`/`password`, the gateway's `/v3/auth/authenticate` gives a
+token that every call (watches included) carries in the `Authorization` header; it is fetched
+at the first call and again when etcd says it is invalid (simple tokens expire after
+`--auth-token-ttl` of disuse; a restarted etcd forgets them), and the call is repeated once.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import binascii
 import http.client
 import json
 import socket
+import ssl as _ssl
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +39,7 @@ from .base import DiscoveryError
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "EtcdAuthError",
     "EtcdError",
     "EtcdGateway",
     "EtcdProtocolError",
@@ -49,7 +58,10 @@ __all__ = [
 DEFAULT_TIMEOUT = 3.0  # seconds for connecting and for a whole unary call
 GRPC_CANCELED = 1
 GRPC_NOT_FOUND = 5
+GRPC_PERMISSION_DENIED = 7
 GRPC_UNAVAILABLE = 14
+GRPC_UNAUTHENTICATED = 16
+_INVALID_TOKEN = "invalid auth token"
 
 
 class EtcdError(DiscoveryError):
@@ -73,6 +85,10 @@ class EtcdResponseError(EtcdError):
     def not_found(self) -> bool:
         """True for "requested lease not found" and the like (gRPC NOT_FOUND)."""
         return self.code == GRPC_NOT_FOUND
+
+
+class EtcdAuthError(EtcdResponseError):
+    """etcd refused our credentials: a wrong user or password, or auth needed and none given."""
 
 
 class EtcdProtocolError(EtcdError):
@@ -186,15 +202,18 @@ def prefix_range_end(prefix: bytes) -> bytes:
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    """("host", port) from "host:port", "[v6]:port" or "http://host:port".
+    """("host", port) from "host:port", "[v6]:port", "http://host:port" or "https://host:port".
 
-    Raises ValueError naming what is wrong (https is not supported: no TLS client here).
+    Raises ValueError naming what is wrong.
     """
     spec = endpoint.strip()
-    if spec.startswith("http://"):
-        spec = spec[len("http://") :].rstrip("/")
-    elif "://" in spec:
-        raise ValueError(f"etcd endpoint {endpoint!r}: only plain http:// is supported")
+    for scheme in ("http://", "https://"):
+        if spec.startswith(scheme):
+            spec = spec[len(scheme) :].rstrip("/")
+            break
+    else:
+        if "://" in spec:
+            raise ValueError(f"etcd endpoint {endpoint!r}: only http:// or https://")
     host, sep, port = spec.rpartition(":")
     if not sep or not host:
         raise ValueError(f"etcd endpoint {endpoint!r}: expected host:port")
@@ -224,22 +243,79 @@ class EtcdGateway:
     """Calls etcd's v3 JSON gateway on `endpoints` ("host:port", tried in turn).
 
     Thread-safe: each call uses its own HTTP connection (calls are rare: leases, lists and
-    watches, not a data path), so nothing but the preferred endpoint index is shared.
+    watches, not a data path), so nothing but the preferred endpoint index and the auth token
+    is shared. `ssl` (an SSLContext) or https:// endpoints: HTTPS; `username` and `password`:
+    etcd's auth (module docs).
     """
 
-    def __init__(self, endpoints: str | Iterable[str], *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        endpoints: str | Iterable[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        ssl: _ssl.SSLContext | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         if isinstance(endpoints, str):
             endpoints = [endpoints]
+        endpoints = [e.strip() for e in endpoints]
         self.endpoints: tuple[tuple[str, int], ...] = tuple(parse_endpoint(e) for e in endpoints)
         if not self.endpoints:
             raise ValueError("etcd needs at least one endpoint")
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout}")
+        secure = {e.startswith("https://") for e in endpoints if "://" in e}
+        if len(secure) > 1:
+            raise ValueError("etcd endpoints must be all http:// or all https://")
+        if ssl is None and secure == {True}:
+            ssl = _ssl.create_default_context()
         self.timeout = timeout
+        self.ssl = ssl
+        self._credentials = None if username is None else (username, password or "")
+        self._token: str | None = None
+        self._auth_lock = threading.Lock()
         self._preferred = 0  # index of the endpoint that answered last
 
     def __repr__(self) -> str:
-        return f"EtcdGateway({[f'{h}:{p}' for h, p in self.endpoints]!r})"
+        scheme = "https://" if self.ssl is not None else ""
+        return f"EtcdGateway({[f'{scheme}{h}:{p}' for h, p in self.endpoints]!r})"
+
+    def _connect(self, host: str, port: int, timeout: float) -> http.client.HTTPConnection:
+        if self.ssl is None:
+            return http.client.HTTPConnection(host, port, timeout=timeout)
+        return http.client.HTTPSConnection(host, port, timeout=timeout, context=self.ssl)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self._credentials is not None:
+            token = self._token or self._authenticate(None)
+            headers["Authorization"] = token
+        return headers
+
+    def _denied(self, exc: EtcdResponseError) -> str:
+        if self._credentials is None:
+            return f"{exc.message} (etcd has auth on: give a user and password)"
+        return f"{exc.message} (user {self._credentials[0]!r} lacks a role for these keys)"
+
+    def _authenticate(self, stale: str | None) -> str:
+        """A token for our user: a new one unless another thread already replaced `stale`."""
+        assert self._credentials is not None
+        with self._auth_lock:
+            if self._token is not None and self._token != stale:
+                return self._token
+            name, password = self._credentials
+            try:
+                answer = self._post("/v3/auth/authenticate", {"name": name, "password": password})
+            except EtcdResponseError as exc:
+                raise EtcdAuthError(
+                    exc.status, exc.code, f"etcd refused user {name!r}: {exc.message}"
+                ) from None
+            token = answer.get("token")
+            if not isinstance(token, str) or not token:
+                raise EtcdProtocolError(f"authenticate: no token in {answer!r}")
+            self._token = token
+            return token
 
     def _order(self) -> list[int]:
         first, n = self._preferred, len(self.endpoints)
@@ -251,17 +327,43 @@ class EtcdGateway:
         """POST `body` to `path` ("/v3/kv/range"...) and return the decoded JSON answer.
 
         Fails over to the next endpoint when one cannot be reached, times out or has no leader;
-        raises EtcdUnavailable when none answered, EtcdResponseError for an etcd error status.
+        raises EtcdUnavailable when none answered, EtcdResponseError for an etcd error status
+        (EtcdAuthError for refused credentials). An expired auth token is renewed and the call
+        made again, once.
         """
+        headers = self._headers()
+        try:
+            return self._post(path, body, timeout=timeout, headers=headers)
+        except EtcdResponseError as exc:
+            stale = headers.get("Authorization")
+            if stale is None or _INVALID_TOKEN not in exc.message:
+                if exc.code == GRPC_PERMISSION_DENIED or "user name is empty" in exc.message:
+                    raise EtcdAuthError(exc.status, exc.code, self._denied(exc)) from None
+                raise
+        headers["Authorization"] = self._authenticate(stale)
+        return self._post(path, body, timeout=timeout, headers=headers)
+
+    def _post(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         payload = json.dumps(body).encode()
+        headers = headers or {"Content-Type": "application/json"}
         failures = []
         for index in self._order():
             host, port = self.endpoints[index]
-            conn = http.client.HTTPConnection(host, port, timeout=timeout or self.timeout)
+            conn = self._connect(host, port, timeout or self.timeout)
             try:
-                conn.request("POST", path, payload, {"Content-Type": "application/json"})
+                conn.request("POST", path, payload, headers)
                 resp = conn.getresponse()
                 status, data = resp.status, resp.read()
+            except _ssl.SSLError as exc:  # not worth trying elsewhere: say why, now
+                conn.close()
+                raise EtcdUnavailable(f"TLS with etcd at {host}:{port} failed: {exc}") from None
             except (OSError, http.client.HTTPException) as exc:
                 failures.append(f"{host}:{port}: {exc!r}")
                 continue
@@ -365,7 +467,7 @@ class EtcdGateway:
 
     # --- watch ----------------------------------------------------------------------------
 
-    def watch(self, prefix: bytes, start_revision: int) -> WatchStream:
+    def watch(self, prefix: bytes, start_revision: int, *, _renewed: bool = False) -> WatchStream:
         """Open a watch on every key starting with `prefix`, from `start_revision` on.
 
         Returns once etcd has accepted it; read it with `WatchStream.read`. Tries the
@@ -380,11 +482,12 @@ class EtcdGateway:
         }
         payload = json.dumps(body).encode()
         failures = []
+        headers = self._headers()
         for index in self._order():
             host, port = self.endpoints[index]
-            conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+            conn = self._connect(host, port, self.timeout)
             try:
-                conn.request("POST", "/v3/watch", payload, {"Content-Type": "application/json"})
+                conn.request("POST", "/v3/watch", payload, headers)
                 # Taken now: getresponse() drops conn.sock when the answer says it will close.
                 sock = conn.sock
                 resp = conn.getresponse()
@@ -394,6 +497,10 @@ class EtcdGateway:
                     if resp.status == 503 or error.code == GRPC_UNAVAILABLE:
                         failures.append(f"{host}:{port}: {error}")
                         continue
+                    stale = headers.get("Authorization")
+                    if _INVALID_TOKEN in error.message and stale is not None and not _renewed:
+                        self._authenticate(stale)
+                        return self.watch(prefix, start_revision, _renewed=True)
                     raise error
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()

@@ -21,12 +21,15 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import DiscoveryError, Instance
 from .etcd_gateway import DEFAULT_TIMEOUT, EtcdError, EtcdGateway, EtcdResponseError
 from .etcd_layout import DEFAULT_PREFIX, check_prefix, check_service, encode_instance, instance_key
 from .etcd_url import parse_etcd_url, with_url_prefix
+
+if TYPE_CHECKING:
+    from ssl import SSLContext
 
 __all__ = ["DEFAULT_TTL", "EtcdRegistry"]
 
@@ -74,6 +77,8 @@ class EtcdRegistry:
     `endpoints`: "host:port" strings (or an EtcdGateway). `ttl`: lease seconds (etcd grants at
     least 2). `check_interval`: how often each key is read back (default: `ttl`).
     `max_backoff`: cap on the retry delay while etcd is unreachable. `timeout`: per HTTP call.
+    `ssl`, `username`, `password`: HTTPS and etcd's auth (see `EtcdGateway`; an
+    `etcds://user@host` URL sets them).
     Thread-safe; `close()` withdraws everything and stops the background thread.
     """
 
@@ -86,11 +91,16 @@ class EtcdRegistry:
         check_interval: float | None = None,
         max_backoff: float = 3.0,
         timeout: float = DEFAULT_TIMEOUT,
+        ssl: SSLContext | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         if isinstance(endpoints, EtcdGateway):
             self.gateway = endpoints
         else:
-            self.gateway = EtcdGateway(endpoints, timeout=timeout)
+            self.gateway = EtcdGateway(
+                endpoints, timeout=timeout, ssl=ssl, username=username, password=password
+            )
         if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 1:
             raise ValueError(f"ttl must be a whole number of seconds >= 1, got {ttl!r}")
         if check_interval is not None and check_interval <= 0:

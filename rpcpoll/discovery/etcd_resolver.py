@@ -19,12 +19,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import DiscoveryError, Instance, same_instances
 from .etcd_gateway import DEFAULT_TIMEOUT, EtcdError, EtcdGateway, KeyValue, WatchStream
 from .etcd_layout import DEFAULT_PREFIX, check_prefix, decode_instance, service_prefix
 from .etcd_url import parse_etcd_url, with_url_prefix
+
+if TYPE_CHECKING:
+    from ssl import SSLContext
 
 __all__ = ["DEFAULT_RELIST_INTERVAL", "EtcdResolver"]
 
@@ -41,7 +44,8 @@ class EtcdResolver:
 
     `endpoints`: "host:port" strings (or an EtcdGateway). `relist_interval`: seconds between
     full re-lists of a subscription. `max_backoff`: cap on the retry delay while etcd is
-    unreachable. `timeout`: per HTTP call. Thread-safe.
+    unreachable. `timeout`: per HTTP call. `ssl`, `username`, `password`: HTTPS and etcd's
+    auth (see `EtcdGateway`; an `etcds://user@host` URL sets them). Thread-safe.
     """
 
     def __init__(
@@ -52,11 +56,16 @@ class EtcdResolver:
         relist_interval: float = DEFAULT_RELIST_INTERVAL,
         max_backoff: float = 3.0,
         timeout: float = DEFAULT_TIMEOUT,
+        ssl: SSLContext | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         if isinstance(endpoints, EtcdGateway):
             self.gateway = endpoints
         else:
-            self.gateway = EtcdGateway(endpoints, timeout=timeout)
+            self.gateway = EtcdGateway(
+                endpoints, timeout=timeout, ssl=ssl, username=username, password=password
+            )
         if relist_interval <= 0:
             raise ValueError(f"relist_interval must be > 0, got {relist_interval}")
         if max_backoff < MIN_BACKOFF:

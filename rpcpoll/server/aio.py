@@ -29,12 +29,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..protocol.frame import append_frame, exception_info
 from ..protocol.status import StatusCode
 from ..service import CallContext
 from .dispatch import CachedCall, Dispatcher
+
+if TYPE_CHECKING:
+    from ..transport.identity import PeerIdentity
 
 __all__ = [
     "EAGER_TASKS",
@@ -185,6 +188,7 @@ def start_call(
     extra: Mapping[str, str] | None,
     now: float,
     peer: str,
+    identity: PeerIdentity | None,
     out: bytearray,
     slot: list[Any] | None,
     oneway: bool,
@@ -207,7 +211,9 @@ def start_call(
             _error(out, slot, on_done, entry, seq_id, flags, code, message, extra)
             return True
     deadline = None if timeout_ms is None else now + timeout_ms * 0.001
-    context = CallContext(route.service_name, route.method_name, metadata, deadline, peer)
+    context = CallContext(
+        route.service_name, route.method_name, metadata, deadline, peer, "unary", identity
+    )
     call = AsyncCall(entry, seq_id, flags, context, slot)
     call.oneway = oneway
     try:

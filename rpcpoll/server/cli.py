@@ -5,6 +5,10 @@ hooks: one process (`--workers 1`, the default), a supervisor of N worker proces
 address (`--workers N`, see rpcpoll/server/supervisor.py and docs/workers.md), and one of those
 workers (the hidden `--worker-fd`, set only by the supervisor).
 
+TLS: `--tls-cert`/`--tls-key` serve TLS, `--tls-client-ca` also requires client certificates
+(mTLS); the files are checked before serving (exit 2 if unusable) and read again on SIGHUP
+(every worker with --workers N), new handshakes using them while connections stay.
+
 Exit status: 0 after a graceful stop; 1 when serving fails (the address is taken, a registry
 cannot be reached, workers keep crashing); 2 for bad input (an unknown option, a bad value, a
 handler that cannot be loaded). Every failure is one line on stderr, never a traceback.
@@ -17,11 +21,13 @@ import importlib.util
 import logging
 import os
 import re
+import signal
 import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -29,6 +35,8 @@ import click
 from ..discovery.base import DEFAULT_WEIGHT, DiscoveryError
 from ..service import AsyncHandler, Handler
 from ..transport.address import parse_address
+from ..transport.errors import TLSConfigError
+from ..transport.tls import ServerTLS
 from .limits import DEFAULT_LIMITS, FD_RESERVE, ServerLimits
 from .registration import Registration, open_registry
 from .serve_extras import (
@@ -319,7 +327,9 @@ _EPILOG = (
     "--registry",
     default=None,
     metavar="URL",
-    help="publish the address in this registry while serving (etcd://HOST:PORT[?prefix=P])",
+    help="publish the address in this registry while serving (etcd://HOST:PORT[?prefix=P];"
+    " etcds://[USER@]HOST:PORT[?ca=FILE&cert=FILE&key=FILE] for HTTPS and auth, the password"
+    " in RPCPOLL_ETCD_PASSWORD; docs/discovery.md)",
 )
 @click.option(
     "--service-name",
@@ -360,6 +370,24 @@ _EPILOG = (
     default=None,
     help="run async handlers on uvloop's event loop [default: when uvloop is installed]",
 )
+@click.option(
+    "--tls-cert",
+    default=None,
+    metavar="FILE",
+    help="serve TLS with this PEM certificate chain (leaf first); reread on SIGHUP",
+)
+@click.option(
+    "--tls-key",
+    default=None,
+    metavar="FILE",
+    help="the certificate's PEM private key [default: in --tls-cert]",
+)
+@click.option(
+    "--tls-client-ca",
+    default=None,
+    metavar="FILE",
+    help="require client certificates signed by these PEM CAs (mTLS)",
+)
 @_limit_options
 @extras_options
 # Set by the supervisor for its workers: the control channel, and the inherited Unix listener.
@@ -383,6 +411,9 @@ def serve_command(
     worker_listen_fd: int | None,
     release_memory_after: float,
     use_uvloop: bool | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_client_ca: str | None,
     **limit_options: Any,
 ) -> None:
     """Serve HANDLER (module:Class or path/to/file.py:Class, a subclass of a generated
@@ -392,6 +423,7 @@ def serve_command(
     SIGTERM or SIGINT: no new connections, in-flight calls get --exit-wait seconds, exit 0.
     With --workers N, N processes serve the address and a supervisor restarts crashed ones.
     With --registry, the address is registered once serving and deregistered first on stop.
+    With --tls-cert, clients must use TLS; SIGHUP rereads the certificate files.
     """
     in_worker = worker_fd is not None
     if on_poller:
@@ -406,6 +438,7 @@ def serve_command(
     limits = _limits_from(limit_options)
     limit_options["release_memory_after"] = release_memory_after or None
     limit_options["uvloop"] = use_uvloop
+    tls_files = _tls_files(tls_cert, tls_key, tls_client_ca)
     handler_class = load_handler(handler)
     if not in_worker:
         warn_about_handler(handler_class)
@@ -423,17 +456,16 @@ def serve_command(
     if worker_fd is not None:
         _serve_worker(
             handler_class, target, worker_fd, worker_listen_fd, exit_wait, mode, limits,
-            limit_options["release_memory_after"], use_uvloop, extras,
+            limit_options["release_memory_after"], use_uvloop, extras, tls_files,
         )  # fmt: skip
     elif workers == 1:
         _serve_one(
             handler_class, target, lifecycle, exit_wait, mode, limits,
-            limit_options["release_memory_after"], use_uvloop, extras,
+            limit_options["release_memory_after"], use_uvloop, extras, tls_files,
         )  # fmt: skip
     else:
-        command = _worker_command(
-            handler, exit_wait, mode, log_level, _limit_argv(limit_options) + extras.argv()
-        )
+        extra_argv = _limit_argv(limit_options) + extras.argv() + _tls_argv(tls_files)
+        command = _worker_command(handler, exit_wait, mode, log_level, extra_argv)
         _supervise(target, workers, command, lifecycle, exit_wait)
 
 
@@ -459,6 +491,95 @@ def _on_stop_signals(stop: Callable[[], None]) -> None:
     on_stop_signals(stop)
 
 
+def _on_reload_signal(reload: Callable[[], None]) -> None:
+    """SIGHUP calls `reload()` (instead of ending the process, its default)."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        reload()
+
+    signal.signal(signal.SIGHUP, on_signal)
+
+
+TLSFiles = tuple[str, str | None, str | None]  # --tls-cert, --tls-key, --tls-client-ca
+
+
+def _tls_files(cert: str | None, key: str | None, client_ca: str | None) -> TLSFiles | None:
+    """The TLS flags, as absolute paths (workers get them too), checked by loading them once:
+    a bad file is exit status 2 before anything listens."""
+    if cert is None:
+        if key is not None or client_ca is not None:
+            raise click.UsageError("--tls-key and --tls-client-ca need --tls-cert")
+        return None
+    files = (
+        os.path.abspath(cert),
+        None if key is None else os.path.abspath(key),
+        None if client_ca is None else os.path.abspath(client_ca),
+    )
+    _server_tls(files)
+    return files
+
+
+def _server_tls(files: TLSFiles | None) -> ServerTLS | None:
+    if files is None:
+        return None
+    try:
+        return ServerTLS.from_files(*files)
+    except TLSConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tls-cert/--tls-key") from None
+
+
+def _tls_argv(files: TLSFiles | None) -> list[str]:
+    """The TLS flags again, for a worker's command line."""
+    if files is None:
+        return []
+    argv = ["--tls-cert", files[0]]
+    if files[1] is not None:
+        argv += ["--tls-key", files[1]]
+    if files[2] is not None:
+        argv += ["--tls-client-ca", files[2]]
+    return argv
+
+
+class _MainThread:
+    """What the main thread of a serving process waits for: a stop (SIGTERM, SIGINT, a lost
+    supervisor) or a reload (SIGHUP). Signal handlers only set flags; the work (reading
+    certificate files, logging) happens in `wait`, outside the handler."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Event()
+        self.stopping = False
+        self._reloads = 0
+
+    def stop(self) -> None:
+        self.stopping = True
+        self._wake.set()
+
+    def reload(self) -> None:
+        self._reloads += 1
+        self._wake.set()
+
+    def wait(self, server: Server) -> None:
+        """Until stopped; reloads the server's TLS certificates on each SIGHUP meanwhile."""
+        while not self.stopping:
+            self._wake.wait(0.5)  # wakes regularly, so signals are seen even without a set
+            self._wake.clear()
+            if self._reloads:
+                self._reloads = 0
+                _reload_tls(server)
+
+
+def _reload_tls(server: Server) -> None:
+    if server.tls is None:
+        log.info("SIGHUP: nothing to reload (not serving TLS)")
+        return
+    try:
+        server.tls.reload()
+    except TLSConfigError as exc:
+        log.error("SIGHUP: %s; still serving the previous certificate", exc)
+        return
+    log.info("SIGHUP: reloaded the TLS certificate; new connections use it")
+
+
 def _serve_one(
     handler_class: type[Handler | AsyncHandler],
     target: str,
@@ -468,7 +589,8 @@ def _serve_one(
     limits: ServerLimits,
     release_memory_after: float | None,
     use_uvloop: bool | None,
-    extras: ServeExtras | None = None,
+    extras: ServeExtras | None,
+    tls_files: TLSFiles | None,
 ) -> None:
     instance = _instantiate(handler_class)
     server = Server(
@@ -479,19 +601,20 @@ def _serve_one(
         limits=limits,
         release_memory_after=release_memory_after,
         uvloop=use_uvloop,
+        ssl=_server_tls(tls_files),
     )
     if extras is not None:
         extras.install(server, instance)
-    stop = threading.Event()
-    _on_stop_signals(stop.set)
+    main = _MainThread()
+    _on_stop_signals(main.stop)
+    _on_reload_signal(main.reload)
     _start(server, target)
     try:
         lifecycle.on_ready(server.address)
     except click.ClickException:
         server.shutdown(0)
         raise
-    while not stop.wait(0.5):
-        pass
+    main.wait(server)
     if extras is not None:
         extras.on_stopping()
     lifecycle.on_stopping()
@@ -514,6 +637,7 @@ def _supervise(
         on_stopping=lifecycle.on_stopping,
     )
     _on_stop_signals(supervisor.stop)
+    _on_reload_signal(supervisor.reload)
     try:
         supervisor.bind()
     except OSError as exc:
@@ -524,11 +648,11 @@ def _supervise(
 
 
 def _worker_command(
-    handler: str, exit_wait: float, mode: str, log_level: str, limit_argv: list[str]
+    handler: str, exit_wait: float, mode: str, log_level: str, extra_argv: list[str]
 ) -> Callable[[WorkerLaunch], list[str]]:
     """The argv of a worker: this command again, as one process, told its fds."""
 
-    def command(launch: WorkerLaunch) -> list[str]:
+    def command(launch: WorkerLaunch) -> list[str]:  # limit and TLS flags in extra_argv
         argv = [sys.executable, "-m", "rpcpoll", "serve", handler]
         argv += ["--exit-wait", repr(exit_wait), "--log-level", log_level]
         argv += ["--worker-fd", str(launch.control_fd)]
@@ -538,7 +662,7 @@ def _worker_command(
         else:
             argv += ["--address", launch.address]
         argv += ["--mode", mode]
-        argv += limit_argv
+        argv += extra_argv
         return argv
 
     return command
@@ -554,10 +678,11 @@ def _serve_worker(
     limits: ServerLimits,
     release_memory_after: float | None,
     use_uvloop: bool | None,
-    extras: ServeExtras | None = None,
+    extras: ServeExtras | None,
+    tls_files: TLSFiles | None,
 ) -> None:
     """One worker under a supervisor: its own SO_REUSEPORT listener (or the inherited Unix one);
-    stops on SIGTERM, or when the supervisor is gone."""
+    stops on SIGTERM, or when the supervisor is gone; reloads TLS on SIGHUP."""
     link = SupervisorLink(worker_fd)
     inherited = socket.socket(fileno=listen_fd) if listen_fd is not None else None
     instance = _instantiate(handler_class)
@@ -571,19 +696,20 @@ def _serve_worker(
         limits=limits,
         release_memory_after=release_memory_after,
         uvloop=use_uvloop,
+        ssl=_server_tls(tls_files),
     )
     if extras is not None:
         extras.install(server, instance)
-    stop = threading.Event()
-    _on_stop_signals(stop.set)
+    main = _MainThread()
+    _on_stop_signals(main.stop)
+    _on_reload_signal(main.reload)
     _start(server, target)
-    link.watch(stop.set)
+    link.watch(main.stop)
     try:
         link.ready(server.address)
     except OSError:  # the supervisor is gone already
-        stop.set()
-    while not stop.wait(0.5):
-        pass
+        main.stop()
+    main.wait(server)
     if extras is not None:
         extras.on_stopping()
     _drain(server, exit_wait)

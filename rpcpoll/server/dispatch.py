@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..message import DecodeError, Message
 from ..message.wire import encode_into
@@ -43,6 +43,9 @@ from ..protocol.frame import (
 )
 from ..protocol.status import RpcError, StatusCode
 from ..service import AsyncHandler, CallContext, Handler, MethodDescriptor, ServiceDescriptor
+
+if TYPE_CHECKING:
+    from ..transport.identity import PeerIdentity
 
 __all__ = ["Dispatcher", "Route"]
 
@@ -166,13 +169,14 @@ class Dispatcher:
         extra: Mapping[str, str] | None,
         now: float,
         peer: str = "",
+        identity: PeerIdentity | None = None,
     ) -> None:
         """Serve a frame whose header is not in `by_header` on this thread: `resolve` it,
         then run the call it makes, if any."""
         resolved = self.resolve(seq_id, flags, info, out, extra)
         if resolved is not None:
             entry, oneway = resolved
-            self.call(entry, seq_id, flags, payload, out, extra, now, peer, oneway)
+            self.call(entry, seq_id, flags, payload, out, extra, now, peer, identity, oneway)
 
     def resolve(
         self,
@@ -227,12 +231,14 @@ class Dispatcher:
         extra: Mapping[str, str] | None,
         now: float,
         peer: str = "",
+        identity: PeerIdentity | None = None,
         oneway: bool = False,
     ) -> None:
         """Decode, call the handler, encode; append the reply or exception unless oneway.
 
         `entry` is the call's (route, timeout in ms, metadata); `now` is `time.monotonic()`
-        when the frame arrived: the deadline counts from there; `peer` is the caller's address.
+        when the frame arrived: the deadline counts from there; `peer` is the caller's address,
+        `identity` its verified TLS identity (CallContext.peer, CallContext.peer_identity).
         """
         route, timeout_ms, metadata = entry
         try:
@@ -246,7 +252,9 @@ class Dispatcher:
                     self._fail(out, seq_id, flags, StatusCode.INVALID_ARGUMENT, message, extra)
                 return
         deadline = None if timeout_ms is None else now + timeout_ms * 0.001
-        context = CallContext(route.service_name, route.method_name, metadata, deadline, peer)
+        context = CallContext(
+            route.service_name, route.method_name, metadata, deadline, peer, "unary", identity
+        )
         start = len(out)
         try:
             response = route.call(request, context)

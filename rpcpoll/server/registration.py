@@ -20,13 +20,14 @@ DEREGISTER_GRACE = 0.5
 
 
 def open_registry(url: str, *, ttl: int | None = None) -> Registry:
-    """The Registry a URL names. Supported: "etcd://host:port[,host:port...][?prefix=P]"."""
-    if url.startswith("etcd://"):
+    """The Registry a URL names. Supported: "etcd://host:port[,host:port...][?prefix=P]" and
+    "etcds://[user[:password]@]host:port[...][?ca=F&cert=F&key=F]" (HTTPS, auth)."""
+    if url.lower().startswith(("etcd://", "etcds://")):
         from ..discovery.etcd import EtcdRegistry
 
         return EtcdRegistry.from_url(url) if ttl is None else EtcdRegistry.from_url(url, ttl=ttl)
     scheme = url.partition("://")[0] if "://" in url else url
-    raise ValueError(f"unsupported registry {scheme!r}: expected etcd://host:port")
+    raise ValueError(f"unsupported registry {scheme!r}: expected etcd:// or etcds://host:port")
 
 
 class Registration:

@@ -44,7 +44,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..middleware import Middleware, MiddlewareFunction
 from ..protocol.frame import (
@@ -75,10 +75,16 @@ from ..transport.loop_poller import LoopPoller
 from ..transport.memory import MemoryReleaser
 from ..transport.net import Listener, convert_listener, create_listener
 from ..transport.poller import Poller, manager
+from ..transport.tls import ServerTLS, as_server_tls
 from ..transport.worker_pool import WorkerPool, default_pool
 from .aio import AsyncCall, LoopThread, ReplyOrder, cancel_call, new_loop, start_call
 from .dispatch import CachedCall, Dispatcher, Route
 from .limits import DEFAULT_LIMITS, ServerLimits, fd_capped
+
+if TYPE_CHECKING:
+    from ssl import SSLContext
+
+    from ..transport.identity import PeerIdentity
 
 __all__ = ["Server"]
 
@@ -96,7 +102,9 @@ _CONNECTION_FULL = "connection has {} calls in progress"
 class _ConnState:
     """Per-connection server state (the EventLoop context of each connection)."""
 
-    __slots__ = ("calls", "inflight", "lock", "order", "paused", "peer", "pooled", "replies")
+    __slots__ = (
+        "calls", "identity", "inflight", "lock", "order", "paused", "peer", "pooled", "replies",
+    )  # fmt: skip
 
     def __init__(self, peer: str = "") -> None:
         self.peer = peer  # the client's address, for CallContext.peer
@@ -109,6 +117,7 @@ class _ConnState:
         # An asyncio server: its in-order replies in order, and its pending async calls.
         self.order = ReplyOrder()
         self.calls: dict[int, AsyncCall] = {}
+        self.identity: PeerIdentity | None = None  # the client's verified TLS identity
 
 
 class Server:
@@ -120,9 +129,11 @@ class Server:
     on one port), `pool` (the WorkerPool for calls), `listener` (an already listening socket to
     serve instead of binding `address`, e.g. one inherited from a supervisor; the caller keeps
     and closes it), `release_memory_after` (seconds of quiet after which cached buffers are
-    dropped and the allocator trimmed, default 5; None never), `middleware` (wraps every
-    call, the first listed outermost: rpcpoll/middleware.py), `loop` and `uvloop` (where
-    `async def` handlers run: docs/asyncio.md).
+    dropped and the allocator trimmed, default 5; None never), `ssl` (serve TLS: an
+    `ssl.SSLContext`, or a `rpcpoll.transport.ServerTLS` for reloadable certificates and
+    handshake options; docs/tls.md), `middleware` (wraps every call, the first listed
+    outermost: rpcpoll/middleware.py), `loop` and `uvloop` (where `async def` handlers run:
+    docs/asyncio.md).
 
     Limits, each a keyword of `ServerLimits` (defaults in rpcpoll/server/limits.py, what a
     client sees in docs/limits.md): `max_connections`, `max_calls`,
@@ -149,6 +160,7 @@ class Server:
         loop: asyncio.AbstractEventLoop | None = None,
         uvloop: bool | None = None,
         middleware: Sequence[Middleware | MiddlewareFunction] = (),
+        ssl: ServerTLS | SSLContext | None = None,
         **limit_options: Any,
     ) -> None:
         base = limits or DEFAULT_LIMITS
@@ -212,6 +224,8 @@ class Server:
         self._aio_loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: LoopThread | None = None
         self._loop_poller: LoopPoller | None = None
+        #: The TLS settings (None: plaintext); `tls.reload()` takes new certificates.
+        self.tls = None if ssl is None else _with_plaintext_refusal(as_server_tls(ssl))
         self._listener: Listener | None = None
         self._thread: threading.Thread | None = None
         self._loop = EventLoop(
@@ -230,6 +244,7 @@ class Server:
             max_unread=limits.max_unread_bytes,
             partial_timeout=limits.frame_timeout,
             partial_budget=limits.max_partial_bytes,
+            ssl=self.tls,
         )
         for handler in handlers:
             self.register(handler)
@@ -396,6 +411,8 @@ class Server:
         extra = _DRAIN_METADATA if self._draining else None
         out = bytearray()  # the replies of this batch, sent with one flush
         now = time.monotonic()  # every frame of the batch arrived by now
+        if self.tls is not None and state.identity is None:
+            state.identity = conn.peer_identity  # known once the handshake is done
         try:
             with state.lock:
                 while len(out) <= self._max_unsent:  # else: flush first (backpressure)
@@ -447,7 +464,7 @@ class Server:
         max_length, max_unsent, max_calls = self._max_frame - 4, self._max_unsent, self._max_calls
         auto = self._auto and not state.pooled
         inline = auto or self._run_on_poller  # in-order calls run on this thread, uncounted
-        peer = state.peer
+        peer, identity = state.peer, state.identity
         if auto:
             poller = conn.poller
             generation = poller.generation
@@ -471,7 +488,7 @@ class Server:
                 and self._calls < max_calls
                 and not entry[0].blocking
             ):
-                call(entry, seq_id, 0, payload, out, extra, now, peer)
+                call(entry, seq_id, 0, payload, out, extra, now, peer, identity)
                 if auto:
                     poller.progress += 1  # for the watchdog (poller.py, "Hand-off")
                     if poller.generation != generation:  # the loop moved on: we are a worker
@@ -525,9 +542,13 @@ class Server:
                 if entry is not None and entry[0].blocking:
                     poller.hand_off()  # known to block: give the loop away before it starts
             if entry is None:
-                dispatcher.serve_raw(seq_id, flags, info, payload, out, extra, now, state.peer)
+                dispatcher.serve_raw(
+                    seq_id, flags, info, payload, out, extra, now, state.peer, state.identity
+                )
             else:
-                dispatcher.call(entry, seq_id, flags, payload, out, extra, now, state.peer)
+                dispatcher.call(
+                    entry, seq_id, flags, payload, out, extra, now, state.peer, state.identity
+                )
             if auto:
                 poller.progress += 1
                 if poller.generation != generation:
@@ -539,9 +560,13 @@ class Server:
                 self._calls += 1
             try:
                 if entry is None:
-                    dispatcher.serve_raw(seq_id, flags, info, payload, out, extra, now, state.peer)
+                    dispatcher.serve_raw(
+                        seq_id, flags, info, payload, out, extra, now, state.peer, state.identity
+                    )
                 else:
-                    dispatcher.call(entry, seq_id, flags, payload, out, extra, now, state.peer)
+                    dispatcher.call(
+                        entry, seq_id, flags, payload, out, extra, now, state.peer, state.identity
+                    )
             finally:
                 with self._calls_lock:
                     self._calls -= 1
@@ -599,7 +624,7 @@ class Server:
 
         start_call(
             self.dispatcher, self._aio_loop, entry, seq_id, flags, payload, extra, now,
-            state.peer, out, slot, oneway, on_pending, on_done,
+            state.peer, state.identity, out, slot, oneway, on_pending, on_done,
         )  # fmt: skip
 
     def _serve_on_pool(
@@ -619,7 +644,16 @@ class Server:
         reply = bytearray()
         try:
             self.dispatcher.call(
-                entry, seq_id, flags, payload, reply, extra, now, state.peer, oneway
+                entry,
+                seq_id,
+                flags,
+                payload,
+                reply,
+                extra,
+                now,
+                state.peer,
+                state.identity,
+                oneway,
             )
         finally:
             self._count_call(conn, state, -1)
@@ -733,10 +767,12 @@ class Server:
             now = time.monotonic()
             if entry is None:
                 self.dispatcher.serve_raw(
-                    seq_id, flags, info, payload, reply, extra, now, state.peer
+                    seq_id, flags, info, payload, reply, extra, now, state.peer, state.identity
                 )
             else:
-                self.dispatcher.call(entry, seq_id, flags, payload, reply, extra, now, state.peer)
+                self.dispatcher.call(
+                    entry, seq_id, flags, payload, reply, extra, now, state.peer, state.identity
+                )
             counted = False
             self._end_out_of_order(conn, state)
             state.replies.append(reply)
@@ -772,3 +808,12 @@ class Server:
         replies = state.replies
         while replies:
             writer.write_binary(replies.popleft())  # copied if small, else linked
+
+
+def _with_plaintext_refusal(tls: ServerTLS) -> ServerTLS:
+    """A plaintext client is told, in a frame it can read, why it is refused."""
+    if not tls.plaintext_reply:
+        tls.plaintext_reply = refusal_frame(
+            int(StatusCode.UNAVAILABLE), "this server requires TLS (connect with tls=True or ssl=)"
+        )
+    return tls

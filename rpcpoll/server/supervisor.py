@@ -26,6 +26,10 @@ supervisor gives up, stops the other workers and returns 1 when a worker exits o
 within `ready_timeout` during start-up (a worker that cannot start once will not start on the
 next try either: a bad handler, a failing `__init__`), or when workers exited more than
 `max_crashes` times within `crash_window` seconds.
+
+Reloading. `reload()` (the CLI calls it on SIGHUP) forwards SIGHUP to every ready worker, so
+each reloads its TLS certificates; a worker still starting when it came gets it once ready (it
+may have read the old files), and a worker started later reads the new ones.
 """
 
 from __future__ import annotations
@@ -95,10 +99,23 @@ WorkerCommand = Callable[[WorkerLaunch], Sequence[str]]
 
 
 class _Worker:
-    __slots__ = ("closed_at", "control", "note", "proc", "ready", "received", "slot", "started")
+    __slots__ = (
+        "closed_at",
+        "control",
+        "note",
+        "proc",
+        "ready",
+        "received",
+        "reloads",
+        "slot",
+        "started",
+    )
 
-    def __init__(self, slot: int, proc: subprocess.Popen[bytes], control: socket.socket) -> None:
+    def __init__(
+        self, slot: int, proc: subprocess.Popen[bytes], control: socket.socket, reloads: int
+    ) -> None:
         self.slot = slot
+        self.reloads = reloads  # the supervisor's reload count this worker has seen
         self.proc = proc
         self.control: socket.socket | None = control
         self.started = time.monotonic()
@@ -166,6 +183,7 @@ class Supervisor:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._stop_requests = 0
+        self._reloads = 0
         self._started = False
         self._announced = False
         self._failure: str | None = None
@@ -214,6 +232,16 @@ class Supervisor:
                 wake.send(b"\0")
             except OSError:  # full (a wake-up is pending anyway) or already closed
                 pass
+
+    def reload(self) -> None:
+        """Forward SIGHUP to the ready workers (module docs, Reloading); safe from a signal
+        handler."""
+        self._reloads += 1
+        for slot in self._slots:
+            worker = slot.worker
+            if worker is not None and worker.ready:
+                worker.reloads = self._reloads
+                _signal(worker, signal.SIGHUP)
 
     def run(self) -> int:
         """Start the workers and supervise them until `stop()` or giving up.
@@ -280,7 +308,7 @@ class Supervisor:
         finally:
             child.close()  # the worker has its copy; ours would hide the worker's EOF
         parent.setblocking(False)
-        worker = _Worker(slot.index, proc, parent)
+        worker = _Worker(slot.index, proc, parent, self._reloads)
         assert self._selector is not None
         self._selector.register(parent, selectors.EVENT_READ, worker)
         slot.worker = worker
@@ -320,6 +348,9 @@ class Supervisor:
             if line.split(b" ", 1)[0] == _READY and not worker.ready:
                 worker.ready = True
                 log.info("worker %d (pid %d) ready", worker.slot, worker.pid)
+                if worker.reloads != self._reloads:  # a reload came while it was starting
+                    worker.reloads = self._reloads
+                    _signal(worker, signal.SIGHUP)
 
     def _next_timeout(self, supervising: bool = True) -> float:
         """Until the next thing to do: a restart, a ready deadline, reaping an exiting worker.

@@ -18,15 +18,23 @@ from .errors import (
     NotEnoughDataError,
     ReadOnlyBufferError,
     ReadTimeoutError,
+    TLSCertificateError,
+    TLSConfigError,
+    TLSError,
+    TLSHandshakeError,
+    TLSSessionError,
     TransportError,
     UnsupportedNetworkError,
     WouldBlockOnPollerError,
     WriteTimeoutError,
 )
 from .eventloop import EventLoop
+from .identity import PeerIdentity
 from .linkbuffer import BINARY_INPLACE_THRESHOLD, LinkBuffer
 from .net import Dialer, Listener, convert_listener, create_listener, dial_connection
 from .poller import Poller, PollerManager, configure, manager
+from .tls import ServerTLS, client_context, server_context
+from .tls_connection import TLSConnection
 from .worker_pool import WorkerPool, default_pool, set_default_pool
 
 
@@ -55,16 +63,25 @@ __all__ = [
     "Listener",
     "NotEnoughDataError",
     "OnRequest",
+    "PeerIdentity",
     "Poller",
     "PollerManager",
     "ReadOnlyBufferError",
     "ReadTimeoutError",
     "Runner",
+    "ServerTLS",
+    "TLSCertificateError",
+    "TLSConfigError",
+    "TLSConnection",
+    "TLSError",
+    "TLSHandshakeError",
+    "TLSSessionError",
     "TransportError",
     "UnsupportedNetworkError",
     "WorkerPool",
     "WouldBlockOnPollerError",
     "WriteTimeoutError",
+    "client_context",
     "configure",
     "convert_listener",
     "create_listener",
@@ -74,5 +91,6 @@ __all__ = [
     "initialize",
     "manager",
     "run_inline",
+    "server_context",
     "set_default_pool",
 ]

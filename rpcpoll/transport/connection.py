@@ -65,6 +65,7 @@ from .errors import (
     WouldBlockOnPollerError,
     WriteTimeoutError,
 )
+from .identity import PeerIdentity
 from .linkbuffer import LinkBuffer
 from .poll_backend import ERROR, HANGUP, READABLE, WRITABLE
 from .poller import Poller, TimerHandle, manager, on_poller_thread
@@ -87,6 +88,7 @@ _RETRY_CLOSE = 0.001
 _PAUSE_USER = 1  # pause_reading()
 _PAUSE_OUTPUT = 2  # more than max_unsent bytes wait to be sent
 _PAUSE_INPUT = 4  # more than max_unread bytes wait while a handler runs
+_PAUSE_TLS = 8  # a TLS handshake step is queued (rpcpoll/transport/tls_connection.py)
 _HOLD_HANDLER = _PAUSE_USER | _PAUSE_OUTPUT  # reasons that also stop on_request
 
 
@@ -155,9 +157,8 @@ class _OutputBuffer(LinkBuffer):
 
     def _check_writable(self) -> None:
         # Writer calls on `conn.writer()` fail like those on the connection itself.
-        closing = self._conn._closing
-        if closing is not _Closing.OPEN:
-            raise ConnectionClosedError(f"connection has been closed ({closing.name})")
+        if self._conn._closing is not _Closing.OPEN:
+            raise self._conn._closed_error()
         super()._check_writable()
 
 
@@ -271,6 +272,12 @@ class Connection:
     def fileno(self) -> int:
         return self._fd
 
+    @property
+    def peer_identity(self) -> PeerIdentity | None:
+        """The peer's verified certificate identity: None on a plaintext connection, and on a
+        TLS connection whose peer presented no certificate (see tls_connection.py)."""
+        return None
+
     def __repr__(self) -> str:
         # No I/O here (is_active() probes a direct connection): repr runs inside log calls,
         # some of them in the middle of a receive.
@@ -365,7 +372,12 @@ class Connection:
 
     def _check_writable(self) -> None:
         if self._closing is not _Closing.OPEN:
-            raise ConnectionClosedError(f"connection has been closed ({self._closing.name})")
+            raise self._closed_error()
+
+    def _closed_error(self, when: str = "") -> ConnectionClosedError:
+        """The error of a write or flush on a closed connection (error paths only; a TLS
+        connection says why its session ended)."""
+        return ConnectionClosedError(f"connection has been closed ({when or self._closing.name})")
 
     # ------------------------------------------------------------------ state and options
 
@@ -844,7 +856,7 @@ class Connection:
         the calling thread, a poller's included.
         """
         if self._closing is not _Closing.OPEN:
-            raise ConnectionClosedError("connection has been closed (when flush)")
+            raise self._closed_error("when flush")
         if not self._flush_lock.acquire(blocking=False):
             raise ConcurrentAccessError("concurrent flush on one connection")
         try:
@@ -879,29 +891,39 @@ class Connection:
     def _send(self, out: LinkBuffer) -> bool:
         """Send from the output buffer until it is empty (True) or the socket is full, in
         which case the rest is handed to the poller (False)."""
+        try:
+            if self._pump(out):
+                return True
+        except OSError as exc:
+            self._on_send_error(exc)
+            raise ConnectionClosedError(f"connection broken when flush: {exc}") from exc
+        if self._direct:
+            return False  # the caller waits for writability on its own thread
+        self._set_draining(True)
+        return False
+
+    def _pump(self, out: LinkBuffer) -> bool:
+        """Move the output buffer to the socket until it is empty (True) or the socket is full
+        (False); raises OSError if the socket failed. Called by whoever owns the sending side
+        (a flusher, or the poller while draining). A TLS connection encrypts here."""
+        if not len(out):
+            return True
         sendmsg = self._sock.sendmsg
         while True:
             views = out.get_bytes(_MAX_IOV)
             try:
                 sent = sendmsg(views)
             except BlockingIOError:
-                sent = 0
-            except OSError as exc:
+                return False
+            finally:
                 del views
-                self._on_send_error(exc)
-                raise ConnectionClosedError(f"connection broken when flush: {exc}") from exc
-            del views
             if sent:
                 out.skip(sent)
                 out.release()
             if not len(out):
                 return True
             if not sent:
-                break
-        if self._direct:
-            return False  # the caller waits for writability on its own thread
-        self._set_draining(True)
-        return False
+                return False
 
     def _send_until_drained(self, out: LinkBuffer, deadline: float | None) -> None:
         """A direct connection's wait for a full socket: poll for writability, send, repeat."""
@@ -976,23 +998,12 @@ class Connection:
 
     def _on_writable(self) -> None:
         out = self._output
-        sendmsg = self._sock.sendmsg
-        drained = True
-        while len(out):
-            views = out.get_bytes(_MAX_IOV)
-            try:
-                sent = sendmsg(views)
-            except BlockingIOError:
-                drained = False
-                break
-            except OSError as exc:
-                del views
-                self._draining = False
-                self._on_send_error(exc)
-                return
-            del views
-            out.skip(sent)
-            out.release()
+        try:
+            drained = self._pump(out)
+        except OSError as exc:
+            self._draining = False
+            self._on_send_error(exc)
+            return
         if drained:
             self._set_draining(False)
             _trigger(self._write_trigger)

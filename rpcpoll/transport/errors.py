@@ -18,6 +18,11 @@ __all__ = [
     "NotEnoughDataError",
     "ReadOnlyBufferError",
     "ReadTimeoutError",
+    "TLSCertificateError",
+    "TLSConfigError",
+    "TLSError",
+    "TLSHandshakeError",
+    "TLSSessionError",
     "TransportError",
     "UnsupportedNetworkError",
     "WouldBlockOnPollerError",
@@ -88,6 +93,34 @@ class DialRefusedError(TransportError, ConnectionRefusedError):
 
 class DialError(TransportError, OSError):
     """A dial failed for another reason (unreachable network, unresolvable host, ...)."""
+
+
+class TLSError(TransportError):
+    """Root of the TLS errors: the message says what went wrong and, where it can, why."""
+
+
+class TLSConfigError(TLSError, ValueError):
+    """A certificate, key or CA file cannot be used (missing, not PEM, key not matching)."""
+
+
+class TLSHandshakeError(TLSError, DialError):
+    """The TLS handshake of a dial failed: the peer does not speak TLS, closed the connection,
+    or refused our certificate. Nothing was sent to the application on the other side."""
+
+
+class TLSCertificateError(TLSHandshakeError):
+    """The peer's certificate was not accepted: unknown CA, expired, or not valid for the
+    name we dialed (`verify_message` says which, as OpenSSL put it)."""
+
+    def __init__(self, message: str, verify_code: int = 0, verify_message: str = "") -> None:
+        super().__init__(message)
+        self.verify_code = verify_code
+        self.verify_message = verify_message
+
+
+class TLSSessionError(TLSError, ConnectionClosedError):
+    """An established TLS session failed (an alert from the peer, a corrupt record): the
+    connection is closed. Raised by reads that would otherwise say only "closed by peer"."""
 
 
 class ConcurrentAccessError(TransportError, RuntimeError):

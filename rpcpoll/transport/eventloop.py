@@ -18,6 +18,10 @@ Limits (all off unless given): `max_connections` (a connection beyond it is acce
 set_buffer_limits`), `partial_timeout` / `partial_budget` (incomplete messages, `Connection.
 set_partial_limits`; the budget is shared by the loop's connections).
 
+TLS: `ssl=` (an `ssl.SSLContext` or a `ServerTLS`) serves TLS connections; each handshakes on
+its poller first (rpcpoll/transport/tls_connection.py), on_connect runs after the handshake,
+and connections over `max_connections` are closed without the plaintext `refusal`.
+
 Stopping. `stop_accepting()` first stops the kernel from completing new handshakes on a TCP
 listener (a drop-all socket filter: a client's SYN goes unanswered, and once the listener is
 closed its retry is refused), then accepts and serves what is already in the backlog, then
@@ -36,13 +40,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .budget import PartialBudget
 from .connection import Connection, OnRequest, Runner, run_inline
 from .net import Listener, convert_listener
 from .poll_backend import READABLE
 from .poller import Poller, manager
+from .tls import ServerTLS, as_server_tls
+
+if TYPE_CHECKING:
+    from ssl import SSLContext
 
 __all__ = ["EventLoop"]
 
@@ -83,6 +91,7 @@ class EventLoop:
         partial_timeout: float | None = None,
         partial_budget: int | None = None,
         poller: Poller | None = None,
+        ssl: ServerTLS | SSLContext | None = None,
     ) -> None:
         self.on_request = on_request
         self.on_prepare = on_prepare
@@ -105,6 +114,8 @@ class EventLoop:
         self.max_unread = max_unread
         self.partial_timeout = partial_timeout
         self.partial_budget = None if partial_budget is None else PartialBudget(partial_budget)
+        # TLS (tls_connection.py): accepted connections handshake on their poller first.
+        self.tls: ServerTLS | None = None if ssl is None else as_server_tls(ssl)
         self._lock = threading.Lock()
         self._connections: set[Connection] = set()
         self._listener: Listener | None = None
@@ -252,7 +263,7 @@ class EventLoop:
                 self.max_connections, self.refused,
             )  # fmt: skip
         try:
-            if self.refusal:
+            if self.refusal and self.tls is None:  # plaintext would only garble a handshake
                 sock.setblocking(False)
                 sock.send(self.refusal)
         except OSError:
@@ -277,7 +288,10 @@ class EventLoop:
         poller.call_later(delay, resume)
 
     def _serve_connection(self, sock: socket.socket) -> None:
-        conn = Connection(sock, runner=self._runner, poller=self._fixed_poller)
+        if self.tls is None:
+            conn = Connection(sock, runner=self._runner, poller=self._fixed_poller)
+        else:
+            conn = self.tls.accept(sock, self._runner, self._fixed_poller)
         conn._server_side = True
         if self.read_timeout:
             conn.set_read_timeout(self.read_timeout)

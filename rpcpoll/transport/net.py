@@ -16,11 +16,15 @@ import socket
 import struct
 import threading
 import time
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from .connection import Connection, Runner
 from .errors import DialError, DialRefusedError, DialTimeoutError, UnsupportedNetworkError
 from .poller import Poller
+
+if TYPE_CHECKING:
+    from ssl import SSLContext
 
 __all__ = [
     "Dialer",
@@ -189,6 +193,8 @@ def dial_connection(
     *,
     runner: Runner | None = None,
     direct: bool = False,
+    ssl: SSLContext | None = None,
+    server_hostname: str | None = None,
 ) -> Connection:
     """Connect and return a Connection registered with a poller.
 
@@ -200,6 +206,12 @@ def dial_connection(
     the I/O on the calling thread. For request/response clients that wait for each reply, this
     saves the hand-off from the poller thread (about 40 µs per round trip, measured with
     bench/bench_transport.py's machine). `set_on_request` turns it into a polled connection.
+
+    `ssl` makes it a TLS connection (`TLSConnection`): the handshake runs on the calling
+    thread within `timeout`, before this returns. SNI and the certificate's name are checked
+    against `server_hostname` (default: the dialed host; a Unix address has none, so give one
+    or turn `check_hostname` off). Raises `TLSHandshakeError`, `TLSCertificateError` (a
+    `DialError` both), or `DialTimeoutError`.
     """
     _check_network(network)
     deadline = time.monotonic() + timeout if timeout is not None and timeout > 0 else None
@@ -221,6 +233,10 @@ def dial_connection(
         else:
             assert last_error is not None
             raise last_error
+    if ssl is not None:
+        if server_hostname is None and network != "unix":
+            server_hostname = parse_tcp_address(address)[0]
+        return _start_tls(sock, ssl, server_hostname, deadline, address, runner, network, direct)
     conn = Connection(sock, runner=runner, network=network, direct=direct)
     conn._register()
     return conn
@@ -232,11 +248,16 @@ async def dial_connection_async(
     timeout: float | None,
     poller: Poller,
     runner: Runner | None = None,
+    ssl: SSLContext | None = None,
+    server_hostname: str | None = None,
 ) -> Connection:
     """`dial_connection` from a coroutine, on the running event loop (resolving and
     connecting without blocking it), for a Connection that `poller` drives (the loop's
-    LoopPoller: transport/loop_poller.py). Raises as `dial_connection` does."""
+    LoopPoller: transport/loop_poller.py). With `ssl`, the TLS handshake runs on a thread of
+    the loop's default executor (it blocks), within the same timeout. Raises as
+    `dial_connection` does."""
     _check_network(network)
+    deadline = None if not timeout else time.monotonic() + timeout
     try:
         if timeout:
             sock = await asyncio.wait_for(_connect_async(network, address), timeout)
@@ -244,7 +265,54 @@ async def dial_connection_async(
             sock = await _connect_async(network, address)
     except asyncio.TimeoutError:  # TimeoutError itself from 3.11 on
         raise DialTimeoutError(f"dial timeout connecting to {address!r}") from None
+    if ssl is not None:
+        if server_hostname is None and network != "unix":
+            server_hostname = parse_tcp_address(address)[0]
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            None,
+            partial(
+                _start_tls, sock, ssl, server_hostname, deadline, address, runner, network,
+                False, poller,
+            ),
+        )  # fmt: skip
     conn = Connection(sock, poller=poller, runner=runner, network=network)
+    conn._register()
+    return conn
+
+
+def _start_tls(
+    sock: socket.socket,
+    context: SSLContext,
+    server_hostname: str | None,
+    deadline: float | None,
+    shown: Any,
+    runner: Runner | None,
+    network: str,
+    direct: bool,
+    poller: Poller | None = None,
+) -> Connection:
+    from .tls_connection import TLSConnection
+
+    try:
+        conn = TLSConnection(
+            sock,
+            context,
+            server_side=False,
+            server_hostname=server_hostname or None,
+            poller=poller,
+            runner=runner,
+            network=network,
+            direct=direct,
+        )
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        conn._client_handshake(deadline, shown)
+    except BaseException:
+        conn.close()
+        raise
     conn._register()
     return conn
 
@@ -295,11 +363,18 @@ class Dialer:
     """netpoll's Dialer: `dial` with a default timeout."""
 
     def __init__(
-        self, timeout: float | None = None, runner: Runner | None = None, direct: bool = False
+        self,
+        timeout: float | None = None,
+        runner: Runner | None = None,
+        direct: bool = False,
+        ssl: SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         self.timeout = timeout
         self.runner = runner
         self.direct = direct
+        self.ssl = ssl
+        self.server_hostname = server_hostname
 
     def dial(
         self, network: str, address: str | tuple[str, int], timeout: float | None = None
@@ -310,6 +385,8 @@ class Dialer:
             self.timeout if timeout is None else timeout,
             runner=self.runner,
             direct=self.direct,
+            ssl=self.ssl,
+            server_hostname=self.server_hostname,
         )
 
 

@@ -7,10 +7,12 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from testutil import wait_until
@@ -35,14 +37,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class EtcdTLS:
+    """HTTPS for a test etcd: its certificate (serverAuth and clientAuth: its gateway presents
+    it to its own gRPC server), the CA clients must be signed by, and a client context the
+    fixture uses for /health."""
+
+    cert: str
+    key: str
+    client_ca: str
+    client: ssl.SSLContext
+
+
 class EtcdProcess:
     """One single-member etcd on 127.0.0.1 (client and peer ports), data in `data_dir`.
 
     `start()` returns once /health says true; `stop()` is SIGTERM (SIGKILL after a bound);
-    `kill()` is SIGKILL. `start()` again restarts on the same data dir and ports.
+    `kill()` is SIGKILL. `start()` again restarts on the same data dir and ports. With `tls`,
+    clients speak HTTPS and must present a certificate (`--client-cert-auth`).
     """
 
-    def __init__(self, binary: str, data_dir: Path, name: str = "test") -> None:
+    def __init__(
+        self, binary: str, data_dir: Path, name: str = "test", tls: EtcdTLS | None = None
+    ) -> None:
+        self.tls = tls
         self.binary = binary
         self.data_dir = data_dir
         self.name = name
@@ -64,7 +82,8 @@ class EtcdProcess:
 
     def start(self) -> None:
         assert self.process is None, "etcd already running"
-        client = f"http://127.0.0.1:{self.client_port}"
+        scheme = "https" if self.tls is not None else "http"
+        client = f"{scheme}://127.0.0.1:{self.client_port}"
         peer = f"http://127.0.0.1:{self.peer_port}"
         args = [
             self.binary,
@@ -78,6 +97,13 @@ class EtcdProcess:
             "--initial-cluster-state=new",  # ignored on restart: the WAL has the cluster
             "--log-level=warn",
         ]
+        if self.tls is not None:
+            args += [
+                f"--cert-file={self.tls.cert}",
+                f"--key-file={self.tls.key}",
+                f"--trusted-ca-file={self.tls.client_ca}",
+                "--client-cert-auth",
+            ]
         with open(self.log_path, "ab") as log:  # closed here: the child keeps its own copy
             self.process = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
@@ -94,7 +120,13 @@ class EtcdProcess:
             time.sleep(0.02)
 
     def _healthy(self) -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", self.client_port, timeout=1.0)
+        conn: http.client.HTTPConnection
+        if self.tls is not None:
+            conn = http.client.HTTPSConnection(
+                "127.0.0.1", self.client_port, timeout=1.0, context=self.tls.client
+            )
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.client_port, timeout=1.0)
         try:
             conn.request("GET", "/health")
             return b'"true"' in conn.getresponse().read()

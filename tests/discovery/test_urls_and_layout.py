@@ -61,7 +61,10 @@ def test_parse_good_urls(url: str, expected: EtcdURL) -> None:
         ("etcd://h:abc", "port must be 1-65535"),
         ("etcd://::1:2379", "IPv6"),
         ("etcd://[]:2379", "empty IPv6"),
-        ("etcd://user@h:1", "user info"),
+        ("etcd://user@h:1", "no password for 'user'"),
+        ("etcd://@h:1", "empty user name"),
+        ("etcd://h:1/echo?ca=/x.pem", "needs etcds://"),
+        ("etcds://h:1/echo?key=/k.pem", "'key' needs 'cert'"),
         ("etcd://h:1/a/b", "must not contain '/'"),
         ("etcd://h:1/a%2Fb", "must not contain '/'"),
         ("etcd://h:1/echo#x", "fragment"),
@@ -106,8 +109,10 @@ def test_bad_constructor_arguments() -> None:
         EtcdResolver("127.0.0.1:1", relist_interval=0)
     with pytest.raises(ValueError, match="at least one"):
         EtcdResolver([])
-    with pytest.raises(ValueError, match="http://"):
-        EtcdResolver("https://127.0.0.1:2379")
+    with pytest.raises(ValueError, match="http:// or https://"):
+        EtcdResolver("ftp://127.0.0.1:2379")
+    with pytest.raises(ValueError, match="all http:// or all https://"):
+        EtcdResolver(["https://127.0.0.1:2379", "http://127.0.0.1:2380"])
 
 
 def test_endpoint_forms() -> None:
@@ -245,3 +250,13 @@ def test_environment_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> 
 def test_bad_addresses_raise_value_error(listen: str, env: dict[str, str]) -> None:
     with pytest.raises(ValueError):
         advertise_address(listen, environ=env)
+
+
+def test_a_password_in_a_url_is_masked_in_errors_and_parsed_when_valid() -> None:
+    with pytest.raises(ValueError, match=r"etcds://u:\*\*\*@h:1/a/b") as info:
+        parse_etcd_url("etcds://u:hunter2@h:1/a/b")
+    assert "hunter2" not in str(info.value)
+    parsed = parse_etcd_url("ETCDS://u%40x:p%3Aw@h:1,[::1]/svc?ca=/ca.pem&cert=/c.pem&key=/k.pem")
+    assert parsed.tls and parsed.endpoints == ("h:1", "[::1]:2379") and parsed.service == "svc"
+    assert (parsed.username, parsed.password) == ("u@x", "p:w")
+    assert (parsed.ca_file, parsed.cert_file, parsed.key_file) == ("/ca.pem", "/c.pem", "/k.pem")
