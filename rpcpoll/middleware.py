@@ -168,7 +168,13 @@ def observe_stream(
     """`stream` (an iterator or async iterator of messages) wrapped so that `on_message` sees
     each message as it passes and `on_end` is called once when the stream ends: with None
     after its last message, with the exception that ended it, or with GeneratorExit when its
-    consumer stopped early (closed it)."""
+    consumer stopped early (closed it). A client's stream call (rpcpoll.stream.calls) is not
+    wrapped: it is returned as it is, its observers registered (a client middleware must
+    return the call it was given, so that the caller can still send on it and cancel it)."""
+    observe = getattr(stream, "observe", None)
+    if observe is not None:  # a client's stream call: it reports to its observers itself
+        observe(on_message, on_end)
+        return stream
     if hasattr(stream, "__anext__"):
         return _observe_async(stream, on_message, on_end)
     return _observe(iter(stream), on_message, on_end)

@@ -91,6 +91,13 @@ class MethodDescriptor:
         """Whether neither side streams."""
         return not (self.client_streaming or self.server_streaming)
 
+    @property
+    def kind(self) -> str:
+        """ "unary", "server_stream", "client_stream" or "bidi" (CallContext.kind)."""
+        if self.client_streaming:
+            return "bidi" if self.server_streaming else "client_stream"
+        return "server_stream" if self.server_streaming else "unary"
+
 
 @dataclass(frozen=True)
 class ServiceDescriptor:
@@ -137,6 +144,10 @@ class CallContext(msgspec.Struct, gc=False):
     # Set by the server when the caller went away (cancelled the call, or its connection
     # closed): `cancelled()`.
     _cancelled: bool = False
+    # Streams: metadata for the TRAILER (None: none), and whether the HEADER went out (after
+    # which reply metadata can no longer be sent).
+    _trailing_metadata: dict[str, str] | None = None
+    _header_sent: bool = False
 
     def cancelled(self) -> bool:
         """Whether the caller has gone away: cancelled the call or closed its connection.
@@ -161,10 +172,28 @@ class CallContext(msgspec.Struct, gc=False):
         return max(0.0, self.deadline - time.monotonic())
 
     def set_reply_metadata(self, key: str, value: str) -> None:
-        """Send `key: value` back to the caller with the reply."""
+        """Send `key: value` back to the caller with the reply (for a stream: with the
+        server's HEADER, which goes before its first message; later, use trailing metadata)."""
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError("reply metadata keys and values must be str")
+        if self._header_sent:
+            raise RuntimeError("the stream's header has been sent: use set_trailing_metadata")
         self.reply_metadata[key] = value
+
+    @property
+    def trailing_metadata(self) -> dict[str, str]:
+        """Metadata sent at the end of a stream, with its status (a dict the handler may
+        fill until it returns)."""
+        trailing = self._trailing_metadata
+        if trailing is None:
+            trailing = self._trailing_metadata = {}
+        return trailing
+
+    def set_trailing_metadata(self, key: str, value: str) -> None:
+        """Send `key: value` with the stream's status, when it ends."""
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError("trailing metadata keys and values must be str")
+        self.trailing_metadata[key] = value
 
     def __repr__(self) -> str:
         return f"CallContext(service={self.service!r}, method={self.method!r})"
@@ -475,6 +504,25 @@ class Client:
             reply_metadata=reply_metadata,
         )
 
+    def _call_stream(
+        self,
+        method: str,
+        request: Any,
+        timeout: float | None,
+        metadata: Mapping[str, str] | None,
+    ) -> Any:
+        """Start a streaming call of `method` (wire name): see `ClientChannel.stream_call`
+        for what `request` is and what comes back."""
+        service = self.SERVICE
+        stream_call = getattr(self._channel, "stream_call", None)
+        if stream_call is None:
+            raise UnimplementedError(
+                message=f"{type(self._channel).__name__} does not carry streams ({method})"
+            )
+        return stream_call(
+            service, service.methods[method], request, timeout=timeout, metadata=metadata
+        )
+
 
 #: Either kind of generated handler base.
 AnyHandler = Handler | AsyncHandler
@@ -542,6 +590,26 @@ class AsyncClient:
             timeout=timeout,
             metadata=metadata,
             reply_metadata=reply_metadata,
+        )
+
+    def _call_stream(
+        self,
+        method: str,
+        request: Any,
+        timeout: float | None,
+        metadata: Mapping[str, str] | None,
+    ) -> Any:
+        """A streaming call of `method`: an AsyncServerStreamCall or AsyncBidiStreamCall that
+        opens when first used, or (client streams) an awaitable of the response; see
+        `AsyncClientChannel.stream_call`."""
+        service = self.SERVICE
+        stream_call = getattr(self._channel, "stream_call", None)
+        if stream_call is None:
+            raise UnimplementedError(
+                message=f"{type(self._channel).__name__} does not carry streams ({method})"
+            )
+        return stream_call(
+            service, service.methods[method], request, timeout=timeout, metadata=metadata
         )
 
 

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..client.longconn import refusal_of, reply_of, reply_too_large
-from ..client.outcome import MaybeSentError, NotSentError, Reply
+from ..client.outcome import MaybeSentError, NotSentError, Reply, timeout_ms_until
 from ..protocol.frame import (
     CONNECTION_RESET_KEY,
     FLAG_OUT_OF_ORDER,
@@ -49,7 +49,14 @@ from ..protocol.frame import (
     parse_info,
     stream_info,
 )
-from ..protocol.status import DeadlineExceededError, InternalError, ResourceExhaustedError
+from ..protocol.status import (
+    DeadlineExceededError,
+    InternalError,
+    ResourceExhaustedError,
+    StatusCode,
+)
+from ..protocol.stream import DEFAULT_WINDOW, StreamReset, open_info, parse_stream_frame
+from ..stream.core import AsyncStreamEnd, StreamEnd
 from ..transport.connection import Connection, run_inline
 from ..transport.errors import DialError, DialRefusedError, DialTimeoutError, TransportError
 from ..transport.loop_poller import LoopPoller
@@ -75,6 +82,16 @@ class _PendingCall:
         self.timer: asyncio.TimerHandle | None = None
 
 
+class _AsyncClientStream:
+    """A stream open on an AsyncMuxConnection: its end, and how its messages decode."""
+
+    __slots__ = ("decode", "end")
+
+    def __init__(self, end: AsyncStreamEnd, decode: Any) -> None:
+        self.end = end
+        self.decode = decode
+
+
 class AsyncMuxConnection:
     """One connection many tasks call over at once (on its loop's thread only)."""
 
@@ -86,6 +103,7 @@ class AsyncMuxConnection:
         self._frames = frames
         self._describe = describe
         self._pending: dict[int, _PendingCall] = {}
+        self._streams: dict[int, _AsyncClientStream] = {}  # open streams, by stream id
         self._unflushed: list[_PendingCall] = []
         self._flush_scheduled = False
         self._seq = itertools.count(1)
@@ -101,10 +119,10 @@ class AsyncMuxConnection:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._streams)
 
     def has_room(self, max_calls: int, max_unsent: int) -> bool:
-        return len(self._pending) < max_calls and self._conn.unsent_bytes <= max_unsent
+        return self.pending < max_calls and self._conn.unsent_bytes <= max_unsent
 
     def close(self) -> None:
         self._conn.close()
@@ -127,9 +145,7 @@ class AsyncMuxConnection:
         if self.dead:
             raise NotSentError(f"connection to {self._describe} is closed")
         pending = self._pending
-        seq_id = next(self._seq) & _MAX_SEQ
-        while not seq_id or seq_id in pending:  # after a wrap-around: skip ids still waiting
-            seq_id = next(self._seq) & _MAX_SEQ
+        seq_id = self._new_id()
         future: asyncio.Future[tuple[bytes, memoryview]] = self._loop.create_future()
         call = _PendingCall(future)
         pending[seq_id] = call
@@ -158,9 +174,63 @@ class AsyncMuxConnection:
             raise InternalError(message=f"protocol error from {self._describe}: {exc}") from exc
         if CONNECTION_RESET_KEY in reply[3]:
             self.retired = True
-        if self.retired and not pending:
+        if self.retired and not pending and not self._streams:
             self._conn.close()
         return reply
+
+    def _new_id(self) -> int:
+        seq_id = next(self._seq) & _MAX_SEQ
+        while not seq_id or seq_id in self._pending or seq_id in self._streams:
+            seq_id = next(self._seq) & _MAX_SEQ  # after a wrap-around: skip ids in use
+        return seq_id
+
+    def open_stream(
+        self,
+        service: str,
+        method: str,
+        decode: Any,
+        deadline: float | None,
+        metadata: Mapping[str, str] | None,
+        window: int = DEFAULT_WINDOW,
+    ) -> AsyncStreamEnd:
+        """Open a stream (its HEADER goes out with this loop iteration's flush): the client's
+        end of it. Raises NotSentError on a dead connection."""
+        if self.dead:
+            raise NotSentError(f"connection to {self._describe} is closed")
+        seq_id = self._new_id()
+        end = AsyncStreamEnd(
+            seq_id,
+            lambda info, payload: self._write_frame(seq_id, info, payload),
+            self._schedule_flush,
+            server_side=False,
+            deadline=deadline,
+            window=window,
+            describe=f"{service}/{method} on {self._describe}",
+        )
+        self._streams[seq_id] = _AsyncClientStream(end, decode)
+        end.on_finish = self._stream_finished
+        end.emit(open_info(method, service, metadata, timeout_ms_until(deadline), window), b"")
+        return end
+
+    def _write_frame(
+        self, seq_id: int, info: bytes, payload: bytes | bytearray | memoryview
+    ) -> None:
+        frame = bytearray()
+        append_frame(frame, FLAG_STREAMING, seq_id, info, payload)
+        try:
+            self._conn.writer().write_binary(frame)
+        except TransportError:
+            pass  # closed: its close callback resets the stream
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _stream_finished(self, end: StreamEnd) -> None:
+        self._streams.pop(end.id, None)
+        if self.retired and not self._pending and not self._streams:
+            self._conn.close()
 
     def _forget(self, seq_id: int, call: _PendingCall) -> None:
         """The caller gave up: drop its future (a late reply is dropped) and, if the request
@@ -212,6 +282,9 @@ class AsyncMuxConnection:
                 raw = read(reader)
                 if raw is None:
                     break
+                if raw[1] & FLAG_STREAMING:
+                    self._on_stream_frame(raw[0], raw[2], raw[3])
+                    continue
                 call = pending.pop(raw[0], None)
                 if call is None:
                     if raw[0] == 0:
@@ -230,6 +303,36 @@ class AsyncMuxConnection:
             log.warning("closing mux connection to %s: %s", self._describe, exc)
             conn.close()
 
+    def _on_stream_frame(self, seq_id: int, info: bytes, payload: memoryview) -> None:
+        """A frame of one of our streams (ProtocolError: the connection closes)."""
+        event = parse_stream_frame(seq_id, info, payload)
+        stream = self._streams.get(seq_id)
+        if stream is None:
+            return  # a stream that ended here already (its late frames are expected)
+        end = stream.end
+        kind = event.kind
+        try:
+            if kind is FrameType.DATA:
+                try:
+                    message = stream.decode(event.payload)
+                except Exception as exc:
+                    raise StreamReset(
+                        StatusCode.INTERNAL, f"cannot decode a message from the server: {exc}"
+                    ) from None
+                end.on_data(message, len(event.payload))
+            elif kind is FrameType.HEADER:
+                end.on_header(event.metadata, event.window)
+            elif kind is FrameType.TRAILER:
+                status = StatusCode.OK if event.status is None else event.status
+                end.on_end(status, event.message, event.metadata)
+            elif kind is FrameType.META:
+                if event.credit:
+                    end.on_credit(event.credit)
+            elif kind is FrameType.RST:
+                end.on_reset(event.status or StatusCode.CANCELLED, event.message)
+        except StreamReset as exc:
+            end.reset(exc.code, exc.message)
+
     def _on_control(self, info: bytes) -> None:
         refused = refusal_of(info)
         if refused is not None:
@@ -237,7 +340,7 @@ class AsyncMuxConnection:
         try:
             if CONNECTION_RESET_KEY in parse_info(info)[6]:
                 self.retired = True
-                if not self._pending:
+                if not self._pending and not self._streams:
                     self._conn.close()
         except ProtocolError as exc:
             log.warning("bad control frame from %s: %s", self._describe, exc)
@@ -253,6 +356,8 @@ class AsyncMuxConnection:
 
     def _fail_all(self) -> None:
         self.dead = True
+        for stream in list(self._streams.values()):
+            stream.end.on_reset(StatusCode.UNAVAILABLE, f"connection to {self._describe} closed")
         pending, self._pending = self._pending, {}
         for call in pending.values():
             if call.future.done():
@@ -356,6 +461,20 @@ class AsyncMuxTransport:
             raise NotSentError(f"the client to {self._describe} is closed")
         connection = await self._connection(deadline)
         return await connection.call(template, payload, deadline, metadata)
+
+    async def open_stream(
+        self,
+        service: str,
+        method: str,
+        decode: Any,
+        deadline: float | None,
+        metadata: Mapping[str, str] | None,
+    ) -> AsyncStreamEnd:
+        """Open a stream on the least busy connection (a stream counts as a call waiting)."""
+        if self._closed:
+            raise NotSentError(f"the client to {self._describe} is closed")
+        connection = await self._connection(deadline)
+        return connection.open_stream(service, method, decode, deadline, metadata)
 
     async def _connection(self, deadline: float | None) -> AsyncMuxConnection:
         self._bind()

@@ -54,8 +54,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..discovery.base import Instance, Resolver, Subscription, same_instances
 from ..middleware import AnyMiddleware, ClientCallContext, Endpoint, build_chain
 from ..protocol.frame import DEFAULT_MAX_FRAME_SIZE, FrameReader, MessageType, RequestTemplate
-from ..protocol.status import InternalError, ResourceExhaustedError, RpcError, UnavailableError
+from ..protocol.status import (
+    InternalError,
+    ResourceExhaustedError,
+    RpcError,
+    StatusCode,
+    UnavailableError,
+)
+from ..protocol.stream import trailer_info
 from ..service import MethodDescriptor, ServiceDescriptor
+from ..stream.calls import BidiStreamCall, ServerStreamCall, run_client_stream, start_sending
+from ..stream.core import SyncStreamEnd
 from ..transport.address import format_address, parse_address
 from .balance import Balancer, Picker, WeightedRoundRobin, balancer_by_name
 from .breaker import BreakerFactory, CircuitBreaker, default_breaker_factory
@@ -118,12 +127,20 @@ class _Transport(Protocol):
 class _Endpoint:
     """One instance's connections and breaker."""
 
-    __slots__ = ("breaker", "instance", "transport")
+    __slots__ = ("breaker", "instance", "streams", "transport")
 
     def __init__(self, instance: Instance, transport: _Transport, breaker: CircuitBreaker):
         self.instance = instance
         self.transport = transport
         self.breaker = breaker
+        #: where streams go: the transport if it multiplexes, else a MuxTransport made for
+        #: the first stream (a pooled connection carries one call at a time)
+        self.streams: Any = transport if isinstance(transport, MuxTransport) else None
+
+    def close(self) -> None:
+        self.transport.close()  # calls in progress on it finish
+        if self.streams is not None and self.streams is not self.transport:
+            self.streams.close()
 
 
 class ClientChannel:
@@ -272,10 +289,117 @@ class ClientChannel:
     def _through_middleware(self, request: Any, context: ClientCallContext) -> Any:
         """The innermost endpoint of the middleware chain: the call itself."""
         service, method = context._descriptors
+        if not method.unary:
+            return self._stream(
+                service, method, request, context.timeout, context.metadata, context
+            )
         return self._unary(
             service, method, request, context.timeout, context.metadata,
             context.reply_metadata, context,
         )  # fmt: skip
+
+    def stream_call(
+        self,
+        service: ServiceDescriptor,
+        method: MethodDescriptor,
+        request: Any,
+        *,
+        timeout: float | None,
+        metadata: Mapping[str, str] | None,
+    ) -> Any:
+        """A streaming call (rpcpoll/stream/calls.py): for a server stream, `request` is the
+        request and a ServerStreamCall is returned; for a client stream, `request` is an
+        iterable of requests and the response is returned; for bidi, `request` is None or an
+        iterable of requests (sent from a thread of their own) and a BidiStreamCall is
+        returned. `timeout` covers the whole stream."""
+        if self._chain is None:
+            return self._stream(service, method, request, timeout, metadata)
+        context = self._context(service, method, timeout, metadata)
+        context.kind = method.kind
+        return self._chain(request, context)
+
+    def _stream(
+        self,
+        service: ServiceDescriptor,
+        method: MethodDescriptor,
+        request: Any,
+        timeout: float | None,
+        metadata: Mapping[str, str] | None,
+        context: ClientCallContext | None = None,
+    ) -> Any:
+        end = self._open_stream(service, method, timeout, metadata, context)
+        encode = method.encode_request
+        kind = method.kind
+        if kind == "server_stream":
+            try:
+                end.send(encode(request))
+            except BaseException:
+                end.cancel(StatusCode.CANCELLED, "the request could not be sent")
+                raise
+            end.end(trailer_info())
+            return ServerStreamCall(end, encode)
+        if kind == "client_stream":
+            return run_client_stream(end, encode, request)
+        call: BidiStreamCall[Any, Any] = BidiStreamCall(end, encode)
+        if request is not None:
+            start_sending(call, request)
+        return call
+
+    def _open_stream(
+        self,
+        service: ServiceDescriptor,
+        method: MethodDescriptor,
+        timeout: float | None,
+        metadata: Mapping[str, str] | None,
+        context: ClientCallContext | None,
+    ) -> SyncStreamEnd:
+        """A stream's end, its HEADER queued, on an instance picked as for a call (a dial
+        that fails is retried on another instance, within `retry` and the deadline)."""
+        if self._closed:
+            raise UnavailableError(message="the client is closed")
+        if timeout is None:
+            timeout = self.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        decode = method.response_type.from_bytes
+        failed: set[Instance] | None = None
+        attempt = 1
+        while True:
+            endpoint = self._pick(None, failed)
+            if context is not None:
+                context.peer, context.attempts = endpoint.instance.target, attempt
+            try:
+                transport = endpoint.streams or self._stream_transport(endpoint)
+                end = transport.open_stream(
+                    service.full_name, method.name, decode, deadline, metadata
+                )
+                endpoint.breaker.on_success()
+                return end
+            except NotSentError as exc:
+                failed = failed or set()
+                time.sleep(
+                    self._after_failure(service, method, endpoint, exc, attempt, deadline, failed)
+                )
+                attempt += 1
+
+    def _stream_transport(self, endpoint: _Endpoint) -> MuxTransport:
+        """The MuxTransport for streams of an endpoint whose calls are pooled."""
+        with self._lock:
+            if endpoint.streams is None:
+                network, address = _dial_address(endpoint.instance)
+                endpoint.streams = MuxTransport(
+                    network,
+                    address,
+                    size=1,
+                    frames=self._frames,
+                    connect_timeout=self.connect_timeout,
+                    describe=endpoint.instance.target,
+                    max_calls=self._mux_limits[0],
+                    max_unsent=self._mux_limits[1],
+                    ssl=self._ssl,
+                    server_hostname=self._server_hostname,
+                )
+            streams: MuxTransport = endpoint.streams
+            return streams
 
     def _unary(
         self,
@@ -467,7 +591,7 @@ class ClientChannel:
             removed = [endpoint for target, endpoint in old.items() if target not in endpoints]
             self._view = (self._balancer.picker(list(view)), view)
         for endpoint in removed:
-            endpoint.transport.close()  # calls in progress on it finish
+            endpoint.close()  # calls in progress on it finish
         if added and self._warmup:
             if warm_now:
                 self._warm(added)
@@ -555,7 +679,7 @@ class ClientChannel:
         for warmer in self._warmers:
             warmer.join(5.0)
         for endpoint in endpoints:
-            endpoint.transport.close()
+            endpoint.close()
 
     def __enter__(self) -> ClientChannel:
         return self

@@ -42,13 +42,23 @@ from typing import TYPE_CHECKING, Any
 from ..protocol.frame import (
     CONNECTION_RESET_KEY,
     FLAG_OUT_OF_ORDER,
+    FLAG_STREAMING,
     FrameReader,
     FrameTooLargeError,
+    FrameType,
     ProtocolError,
     RequestTemplate,
+    append_frame,
     parse_info,
 )
-from ..protocol.status import DeadlineExceededError, InternalError, ResourceExhaustedError
+from ..protocol.status import (
+    DeadlineExceededError,
+    InternalError,
+    ResourceExhaustedError,
+    StatusCode,
+)
+from ..protocol.stream import DEFAULT_WINDOW, StreamReset, open_info, parse_stream_frame
+from ..stream.core import StreamEnd, SyncStreamEnd
 from ..transport.connection import Connection, run_inline
 from ..transport.errors import TransportError, WriteTimeoutError
 from ..transport.tls_connection import TLSConnection
@@ -106,6 +116,16 @@ class _Call:
         self.error: Exception | None = None
 
 
+class _ClientStream:
+    """A stream open on a MuxConnection: its end, and how its messages decode."""
+
+    __slots__ = ("decode", "end")
+
+    def __init__(self, end: SyncStreamEnd, decode: Any) -> None:
+        self.end = end
+        self.decode = decode
+
+
 class MuxConnection:
     """One multiplexed connection: any number of threads may call at once."""
 
@@ -114,7 +134,8 @@ class MuxConnection:
         self._frames = frames
         self._describe = describe
         self._pending: dict[int, _Call] = {}
-        self._queue: deque[_Call] = deque()
+        self._streams: dict[int, _ClientStream] = {}  # open streams, by stream id
+        self._queue: deque[_Call | bytes | bytearray] = deque()  # calls, or encoded frames
         self._write_lock = threading.Lock()
         self._seq = itertools.count(1)
         self.retired = False  # no new calls: crrst seen, or its pool let go of it
@@ -130,18 +151,18 @@ class MuxConnection:
 
     @property
     def pending(self) -> int:
-        """Calls waiting for their reply."""
-        return len(self._pending)
+        """Calls waiting for their reply, and open streams."""
+        return len(self._pending) + len(self._streams)
 
     def has_room(self, max_calls: int, max_unsent: int) -> bool:
-        """Whether a new call fits: fewer than `max_calls` waiting, at most `max_unsent` bytes
-        queued for a server that is not reading them."""
-        return len(self._pending) < max_calls and self._conn.unsent_bytes <= max_unsent
+        """Whether a new call fits: fewer than `max_calls` waiting (streams included), at most
+        `max_unsent` bytes queued for a server that is not reading them."""
+        return self.pending < max_calls and self._conn.unsent_bytes <= max_unsent
 
     def retire(self) -> None:
-        """Take no new calls; close once the calls in progress are answered."""
+        """Take no new calls; close once the calls and streams in progress are done."""
         self.retired = True
-        if not self._pending:
+        if not self._pending and not self._streams:
             self._conn.close()
 
     def call(
@@ -182,9 +203,58 @@ class MuxConnection:
             raise InternalError(message=f"protocol error from {self._describe}: {exc}") from exc
         if CONNECTION_RESET_KEY in reply[3]:
             self.retired = True
-        if self.retired and not pending:
+        if self.retired and not pending and not self._streams:
             self._conn.close()
         return reply
+
+    def _new_id(self) -> int:
+        seq_id = next(self._seq) & _MAX_SEQ
+        while not seq_id or seq_id in self._pending or seq_id in self._streams:
+            seq_id = next(self._seq) & _MAX_SEQ
+        return seq_id
+
+    def open_stream(
+        self,
+        service: str,
+        method: str,
+        decode: Any,
+        deadline: float | None,
+        metadata: Mapping[str, str] | None,
+        window: int = DEFAULT_WINDOW,
+    ) -> SyncStreamEnd:
+        """Open a stream (its HEADER is queued at once): the client's end of it, whose
+        messages are decoded with `decode(payload)`. Raises NotSentError on a dead connection."""
+        seq_id = self._new_id()
+        end = SyncStreamEnd(
+            seq_id,
+            lambda info, payload: self._queue_frame(seq_id, info, payload),
+            lambda: self._write_queued(deadline),
+            server_side=False,
+            deadline=deadline,
+            window=window,
+            describe=f"{service}/{method} on {self._describe}",
+        )
+        self._streams[seq_id] = _ClientStream(end, decode)
+        end.on_finish = self._stream_finished
+        if self.dead:
+            self._streams.pop(seq_id, None)
+            raise NotSentError(f"connection to {self._describe} is closed")
+        info = open_info(method, service, metadata, timeout_ms_until(deadline), window)
+        self._queue_frame(seq_id, info, b"")
+        self._write_queued(deadline)
+        return end
+
+    def _queue_frame(
+        self, seq_id: int, info: bytes, payload: bytes | bytearray | memoryview
+    ) -> None:
+        frame = bytearray()
+        append_frame(frame, FLAG_STREAMING, seq_id, info, payload)
+        self._queue.append(frame)
+
+    def _stream_finished(self, end: StreamEnd) -> None:
+        self._streams.pop(end.id, None)
+        if self.retired and not self._pending and not self._streams:
+            self._conn.close()
 
     # ------------------------------------------------------------------ writing
 
@@ -199,6 +269,10 @@ class MuxConnection:
                 writer = conn.writer()
                 while queue:
                     call = queue.popleft()
+                    if call.__class__ is bytearray:  # a stream's frame
+                        writer.write_binary(call)
+                        continue
+                    assert isinstance(call, _Call)
                     if pending.get(call.seq_id) is not call:
                         continue  # timed out or failed while queued: never sent
                     call.written = True
@@ -231,6 +305,9 @@ class MuxConnection:
                 raw = read(reader)
                 if raw is None:
                     break
+                if raw[1] & FLAG_STREAMING:
+                    self._on_stream_frame(raw[0], raw[2], raw[3])
+                    continue
                 call = pending.pop(raw[0], None)
                 if call is None:
                     if raw[0] == 0:  # a control frame (Kitex sends crrst this way)
@@ -251,6 +328,38 @@ class MuxConnection:
             log.warning("closing mux connection to %s: %s", self._describe, exc)
             conn.close()
 
+    def _on_stream_frame(self, seq_id: int, info: bytes, payload: memoryview) -> None:
+        """A frame of one of our streams (ProtocolError: the connection closes)."""
+        event = parse_stream_frame(seq_id, info, payload)
+        stream = self._streams.get(seq_id)
+        if stream is None:
+            return  # a stream that ended here already (its late frames are expected)
+        end = stream.end
+        kind = event.kind
+        with end.locked():
+            try:
+                if kind is FrameType.DATA:
+                    try:
+                        message = stream.decode(event.payload)
+                    except Exception as exc:
+                        raise StreamReset(
+                            StatusCode.INTERNAL, f"cannot decode a message from the server: {exc}"
+                        ) from None
+                    end.on_data(message, len(event.payload))
+                elif kind is FrameType.HEADER:
+                    end.on_header(event.metadata, event.window)
+                elif kind is FrameType.TRAILER:
+                    status = StatusCode.OK if event.status is None else event.status
+                    end.on_end(status, event.message, event.metadata)
+                elif kind is FrameType.META:
+                    if event.credit:
+                        end.on_credit(event.credit)
+                elif kind is FrameType.RST:
+                    end.on_reset(event.status or StatusCode.CANCELLED, event.message)
+            except StreamReset as exc:
+                end.reset(exc.code, exc.message)
+        end.kick()
+
     def _on_control(self, info: bytes) -> None:
         refused = refusal_of(info)
         if refused is not None:
@@ -267,6 +376,10 @@ class MuxConnection:
         failure = conn.tls_failure if isinstance(conn, TLSConnection) else None
         why = f": {failure}" if failure is not None else ""
         self._queue.clear()
+        for stream in list(self._streams.values()):
+            with stream.end.locked():
+                message = f"connection to {self._describe} closed{why}"
+                stream.end.on_reset(StatusCode.UNAVAILABLE, message)
         pending = self._pending
         for seq_id in list(pending):
             call = pending.pop(seq_id, None)
@@ -346,6 +459,29 @@ class MuxTransport:
         raise ResourceExhaustedError(
             message=f"every connection to {self._describe} is full ({self._max_calls} calls"
             f" waiting, or over {self._max_unsent} bytes its server has not read)"
+        )
+
+    def open_stream(
+        self,
+        service: str,
+        method: str,
+        decode: Any,
+        deadline: float | None,
+        metadata: Mapping[str, str] | None,
+    ) -> SyncStreamEnd:
+        """Open a stream on the next connection of the ring with room for it (a stream counts
+        as a call waiting until it ends)."""
+        start = next(self._next)
+        for turn in range(self._size):
+            index = (start + turn) % self._size
+            mux = self._slots[index]
+            if mux is None or not mux.usable:
+                mux = self._replace(index, deadline)
+            if mux.has_room(self._max_calls, self._max_unsent):
+                return mux.open_stream(service, method, decode, deadline, metadata)
+        raise ResourceExhaustedError(
+            message=f"every connection to {self._describe} is full ({self._max_calls} calls"
+            f" and streams, or over {self._max_unsent} bytes its server has not read)"
         )
 
     def warm_up(self, count: int, deadline: float | None = None) -> int:

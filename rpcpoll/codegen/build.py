@@ -2,7 +2,7 @@
 
 This is the only module that reads descriptors. It resolves type names across files, decides
 Python names, presence and defaults, reads comments, and reports what it skips (groups,
-extensions, streaming client methods) as warnings.
+extensions) as warnings.
 
 Facts about descriptors this module relies on:
 - Type names are fully qualified with a leading dot (".acme.shop.Order.Line").
@@ -282,6 +282,7 @@ class _FileBuilder:
         exports += [name for name, _ in runtime]
         for service in services:
             exports += [service.descriptor, service.client, service.handler]
+            exports += [service.async_client, service.async_handler]
         reexports = self._reexports(set(exports))
         exports += [imported.alias for imported in reexports]
         doc = self._doc((12,)) or self._doc((14,)) or self._doc((2,))
@@ -721,13 +722,6 @@ class _FileBuilder:
                 doc=self._doc((6, i, 2, j), deprecated=method.options.deprecated),
             )
             methods.append(model)
-            if not model.unary:
-                self._warn(
-                    (6, i, 2, j),
-                    f"rpc {service.name}.{method.name} is streaming: it is listed in "
-                    f"{names.descriptor} but gets no client or handler method until rpcpoll "
-                    "supports streaming",
-                )
         return ServiceModel(
             name=service.name,
             full_name=full_name,

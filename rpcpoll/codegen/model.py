@@ -154,6 +154,13 @@ class MethodModel:
     def unary(self) -> bool:
         return not (self.client_streaming or self.server_streaming)
 
+    @property
+    def kind(self) -> str:
+        """ "unary", "server_stream", "client_stream" or "bidi"."""
+        if self.client_streaming:
+            return "bidi" if self.server_streaming else "client_stream"
+        return "server_stream" if self.server_streaming else "unary"
+
 
 @dataclass
 class ServiceModel:
@@ -224,5 +231,9 @@ class FileModel:
         return "/".join(self.module) + ".py"
 
     @property
-    def has_unary_methods(self) -> bool:
-        return any(service.unary_methods for service in self.services)
+    def has_methods(self) -> bool:
+        return any(service.methods for service in self.services)
+
+    @property
+    def has_streaming_methods(self) -> bool:
+        return any(service.streaming_methods for service in self.services)

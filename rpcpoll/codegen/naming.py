@@ -10,6 +10,7 @@ from __future__ import annotations
 import keyword
 import math
 import re
+import textwrap
 from collections.abc import Iterable, Sequence
 
 __all__ = [
@@ -184,14 +185,43 @@ def py_literal(value: object) -> str:
     return repr(value)
 
 
+#: The line length generated modules are laid out for (ruff's, in this project).
+LINE_LENGTH = 100
+
+
 def docstring(text: str, indent: str) -> str:
-    """A triple-quoted docstring literal for `text`, body lines indented by `indent`."""
+    """A triple-quoted docstring literal for `text`, body lines indented by `indent`; lines
+    that would pass the line length are wrapped at spaces (a line's continuation keeps its
+    indentation, four more for an indented entry such as an attribute's)."""
     text = "\n".join(line.rstrip() for line in text.strip().split("\n"))
     text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
     if text.endswith('"'):
         text = text[:-1] + '\\"'
-    lines = text.split("\n")
+    lines = _wrapped(text.split("\n"), len(indent))
     if len(lines) == 1:
         return f'"""{lines[0]}"""'
     body = "\n".join(f"{indent}{line}" if line.strip() else "" for line in lines[1:])
     return f'"""{lines[0]}\n{body}\n{indent}"""'
+
+
+def _wrapped(lines: list[str], indent: int) -> list[str]:
+    width = LINE_LENGTH - indent
+    out: list[str] = []
+    for number, line in enumerate(lines):
+        room = width - (3 if number == 0 else 0)  # the opening quotes
+        if number == len(lines) - 1:
+            room -= 3  # perhaps the closing quotes, on a one-line docstring
+        if len(line) <= room or " " not in line.strip():
+            out.append(line)
+            continue
+        lead = line[: len(line) - len(line.lstrip())]
+        parts = textwrap.wrap(
+            line.strip(),
+            width=room,
+            initial_indent=lead,
+            subsequent_indent=lead + ("    " if lead else ""),
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        out.extend(parts or [line])
+    return out

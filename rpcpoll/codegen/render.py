@@ -6,6 +6,7 @@ Templates only loop and print. The filters here only spell values as Python sour
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 import jinja2
@@ -40,15 +41,69 @@ def _pytuple(items: Iterable[str], indent: int, column: int) -> str:
 
 
 def _pycondition(terms: Iterable[str], prefix: str, indent: int) -> str:
-    """`{prefix} (t1 and t2 ...):` on one line if it fits, else one term per line, as ruff
-    format writes a parenthesised boolean chain; the statement starts at column `indent`."""
-    terms = list(terms)
+    """`{prefix} (t1 and t2 ...):` on one line if it fits, else one operand per line, as ruff
+    format writes a parenthesised boolean chain; the statement starts at column `indent`. A
+    lone `a is b` under "if not" is written `if a is not b:` (as ruff's lint wants)."""
+    terms = [operand for term in terms for operand in _and_operands(term)]
+    if len(terms) == 1 and prefix == "if not":
+        left, sep, right = terms[0].rpartition(" is ")
+        if sep and _DOTTED.fullmatch(right) and _DOTTED.fullmatch(left):
+            return f"if {left} is not {right}:"
     one_line = f"{prefix} ({' and '.join(terms)}):"
     if indent + len(one_line) <= _LINE_LENGTH:
         return one_line
     pad = " " * indent
     body = f"\n{pad}    and ".join(terms)
     return f"{prefix} (\n{pad}    {body}\n{pad}):"
+
+
+_DOTTED = re.compile(r"[\w.]+")
+
+
+def _and_operands(term: str) -> list[str]:
+    """The operands of `term`'s top-level `and`s (outside brackets and strings)."""
+    return _split_top(term, " and ")
+
+
+def _split_top(text: str, separator: str) -> list[str]:
+    """`text` split at each `separator` outside brackets and string literals."""
+    parts, depth, start, quote = [], 0, 0, ""
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if char == "\\":
+                i += 1
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif depth == 0 and text.startswith(separator, i):
+            parts.append(text[start:i])
+            start = i + len(separator)
+            i += len(separator) - 1
+        i += 1
+    parts.append(text[start:])
+    return parts
+
+
+def _pycall(function: str, args: Iterable[str], indent: int = 0) -> str:
+    """`function(a, b)` on one line if it fits; else the arguments on one indented line, or
+    one per line with a trailing comma, as ruff format writes a call."""
+    args = [arg for item in args for arg in _split_top(item, ", ")]
+    pad = " " * indent
+    one_line = f"{function}({', '.join(args)})"
+    if indent + len(one_line) <= _LINE_LENGTH:
+        return one_line
+    inner = f"{pad}    {', '.join(args)}"
+    if len(inner) <= _LINE_LENGTH:
+        return f"{function}(\n{inner}\n{pad})"
+    body = "".join(f"{pad}    {arg},\n" for arg in args)
+    return f"{function}(\n{body}{pad})"
 
 
 def _pydict(mapping: Mapping[str, str]) -> str:
@@ -71,6 +126,7 @@ def _environment() -> jinja2.Environment:
     env.filters["pydict"] = _pydict
     env.filters["pytuple"] = _pytuple
     env.filters["pycondition"] = _pycondition
+    env.filters["pycall"] = _pycall
     env.filters["docstring"] = naming.docstring
     return env
 

@@ -16,6 +16,8 @@ __all__ = [
     "ECHO_SERVICE",
     "EchoRequest",
     "EchoResponse",
+    "EchoServiceAsyncClient",
+    "EchoServiceAsyncHandler",
     "EchoServiceClient",
     "EchoServiceHandler",
 ]
@@ -84,8 +86,9 @@ ECHO_SERVICE = _svc.ServiceDescriptor(
 class EchoServiceClient(_svc.Client):
     """Echoes every request back to the caller.
 
-    The client side: one method per unary rpc, each sent through the channel
-    (or to the address) given to the constructor.
+    The client side: one method per rpc, each sent through the channel (or to the
+    address) given to the constructor. Streaming rpcs return a stream call (iterate it
+    for responses) or take an iterable of requests.
     """
 
     SERVICE = ECHO_SERVICE
@@ -109,7 +112,8 @@ class EchoServiceHandler(_svc.Handler):
     """Echoes every request back to the caller.
 
     The server side: subclass it and override the methods; a method that is not
-    overridden answers UNIMPLEMENTED.
+    overridden answers UNIMPLEMENTED. Streaming rpcs take an iterator of requests
+    and/or return (yield) their responses.
     """
 
     SERVICE = ECHO_SERVICE
@@ -126,8 +130,8 @@ class EchoServiceHandler(_svc.Handler):
 class EchoServiceAsyncClient(_svc.AsyncClient):
     """Echoes every request back to the caller.
 
-    The asyncio client side: the methods of EchoServiceClient, awaited; cancelling
-    the awaiting task cancels the call on the server.
+    The asyncio client side: the methods of EchoServiceClient, awaited (or iterated
+    with `async for`); cancelling the awaiting task cancels the call on the server.
     """
 
     SERVICE = ECHO_SERVICE
@@ -151,8 +155,8 @@ class EchoServiceAsyncHandler(_svc.AsyncHandler):
     """Echoes every request back to the caller.
 
     The asyncio server side: subclass it and override the methods with `async def`
-    methods; they run on the server's event loop. A method that is not overridden answers
-    UNIMPLEMENTED.
+    methods (async generators for streamed responses); they run on the server's event
+    loop. A method that is not overridden answers UNIMPLEMENTED.
     """
 
     SERVICE = ECHO_SERVICE

@@ -13,9 +13,12 @@ import typing as _t
 import rpcpoll as _rpcpoll
 import rpcpoll.message as _msg
 import rpcpoll.service as _svc
+import rpcpoll.stream.calls as _stream
 
 __all__ = [
     "HEALTH",
+    "HealthAsyncClient",
+    "HealthAsyncHandler",
     "HealthCheckRequest",
     "HealthCheckResponse",
     "HealthClient",
@@ -30,6 +33,7 @@ __all__ = [
 
 # Enums nested in messages come first, so that field defaults can name their members; each
 # message binds its own (Outer.Color is _Outer_Color).
+
 
 class _HealthCheckResponse_ServingStatus(_msg.Enum):
     """Enum grpc.health.v1.HealthCheckResponse.ServingStatus.
@@ -52,7 +56,7 @@ class HealthCheckRequest(_msg.Message, kw_only=True):
     service: str = _msg.field(name="1", default="")
 
     def _check(self) -> None:
-        if not (self.service.__class__ is str):
+        if self.service.__class__ is not str:
             _msg.check_fields(self)
 
 
@@ -65,15 +69,19 @@ class HealthCheckResponse(_msg.Message, kw_only=True):
     else:
         ServingStatus = _HealthCheckResponse_ServingStatus
 
-    status: HealthCheckResponse.ServingStatus = _msg.field(name="1", default=_HealthCheckResponse_ServingStatus.UNKNOWN)
+    status: HealthCheckResponse.ServingStatus = _msg.field(
+        name="1", default=_HealthCheckResponse_ServingStatus.UNKNOWN
+    )
 
     def _check(self) -> None:
-        if not (self.status.__class__ is HealthCheckResponse.ServingStatus):
+        if self.status.__class__ is not HealthCheckResponse.ServingStatus:
             _msg.check_fields(self)
 
 
 # Field tables: they drive to_dict(), from_dict(), Any and the checks (see rpcpoll.message).
-_msg.describe_enum(HealthCheckResponse.ServingStatus, "grpc.health.v1.HealthCheckResponse.ServingStatus")
+_msg.describe_enum(
+    HealthCheckResponse.ServingStatus, "grpc.health.v1.HealthCheckResponse.ServingStatus"
+)
 _msg.describe_message(
     HealthCheckRequest,
     "grpc.health.v1.HealthCheckRequest",
@@ -109,8 +117,9 @@ HEALTH = _svc.ServiceDescriptor(
 class HealthClient(_svc.Client):
     """Health checking: per-service serving status, set by the application.
 
-    The client side: one method per unary rpc, each sent through the channel
-    (or to the address) given to the constructor.
+    The client side: one method per rpc, each sent through the channel (or to the
+    address) given to the constructor. Streaming rpcs return a stream call (iterate it
+    for responses) or take an iterable of requests.
     """
 
     SERVICE = HEALTH
@@ -129,12 +138,26 @@ class HealthClient(_svc.Client):
         )
         return response
 
+    def watch(
+        self,
+        request: HealthCheckRequest,
+        *,
+        timeout: float | None = None,
+        metadata: _abc.Mapping[str, str] | None = None,
+    ) -> _stream.ServerStreamCall[HealthCheckResponse]:
+        """The service's status now, then again each time it changes."""
+        call: _stream.ServerStreamCall[HealthCheckResponse] = self._call_stream(
+            "Watch", request, timeout, metadata
+        )
+        return call
+
 
 class HealthHandler(_svc.Handler):
     """Health checking: per-service serving status, set by the application.
 
     The server side: subclass it and override the methods; a method that is not
-    overridden answers UNIMPLEMENTED.
+    overridden answers UNIMPLEMENTED. Streaming rpcs take an iterator of requests
+    and/or return (yield) their responses.
     """
 
     SERVICE = HEALTH
@@ -147,12 +170,20 @@ class HealthHandler(_svc.Handler):
         """The service's status now; NOT_FOUND for a service the server does not know."""
         raise _rpcpoll.UnimplementedError(message="grpc.health.v1.Health/Check is not implemented")
 
+    def watch(
+        self,
+        request: HealthCheckRequest,
+        context: _svc.CallContext,
+    ) -> _abc.Iterator[HealthCheckResponse]:
+        """The service's status now, then again each time it changes."""
+        raise _rpcpoll.UnimplementedError(message="grpc.health.v1.Health/Watch is not implemented")
+
 
 class HealthAsyncClient(_svc.AsyncClient):
     """Health checking: per-service serving status, set by the application.
 
-    The asyncio client side: the methods of HealthClient, awaited; cancelling
-    the awaiting task cancels the call on the server.
+    The asyncio client side: the methods of HealthClient, awaited (or iterated
+    with `async for`); cancelling the awaiting task cancels the call on the server.
     """
 
     SERVICE = HEALTH
@@ -171,13 +202,26 @@ class HealthAsyncClient(_svc.AsyncClient):
         )
         return response
 
+    def watch(
+        self,
+        request: HealthCheckRequest,
+        *,
+        timeout: float | None = None,
+        metadata: _abc.Mapping[str, str] | None = None,
+    ) -> _stream.AsyncServerStreamCall[HealthCheckResponse]:
+        """The service's status now, then again each time it changes."""
+        call: _stream.AsyncServerStreamCall[HealthCheckResponse] = self._call_stream(
+            "Watch", request, timeout, metadata
+        )
+        return call
+
 
 class HealthAsyncHandler(_svc.AsyncHandler):
     """Health checking: per-service serving status, set by the application.
 
     The asyncio server side: subclass it and override the methods with `async def`
-    methods; they run on the server's event loop. A method that is not overridden answers
-    UNIMPLEMENTED.
+    methods (async generators for streamed responses); they run on the server's event
+    loop. A method that is not overridden answers UNIMPLEMENTED.
     """
 
     SERVICE = HEALTH
@@ -189,3 +233,12 @@ class HealthAsyncHandler(_svc.AsyncHandler):
     ) -> HealthCheckResponse:
         """The service's status now; NOT_FOUND for a service the server does not know."""
         raise _rpcpoll.UnimplementedError(message="grpc.health.v1.Health/Check is not implemented")
+
+    async def watch(
+        self,
+        request: HealthCheckRequest,
+        context: _svc.CallContext,
+    ) -> _abc.AsyncIterator[HealthCheckResponse]:
+        """The service's status now, then again each time it changes."""
+        raise _rpcpoll.UnimplementedError(message="grpc.health.v1.Health/Watch is not implemented")
+        yield  # an async generator, as its overrides are

@@ -436,7 +436,11 @@ def stream_info(
 
 
 def append_frame(
-    out: bytearray, flags: int, seq_id: int, info: bytes, payload: bytes | memoryview = b""
+    out: bytearray,
+    flags: int,
+    seq_id: int,
+    info: bytes,
+    payload: bytes | bytearray | memoryview = b"",
 ) -> None:
     """Append a frame of precomputed header info bytes and a payload to `out`."""
     size = len(info)

@@ -18,6 +18,8 @@ __all__ = [
     "REFLECTION",
     "DescribeRequest",
     "DescribeResponse",
+    "ReflectionAsyncClient",
+    "ReflectionAsyncHandler",
     "ReflectionClient",
     "ReflectionHandler",
 ]
@@ -39,7 +41,7 @@ class DescribeRequest(_msg.Message, kw_only=True):
 
     def _check(self) -> None:
         x: _t.Any
-        if not (self.services.__class__ is list):
+        if self.services.__class__ is not list:
             _msg.check_fields(self)
             return
         for x in self.services:
@@ -53,7 +55,8 @@ class DescribeResponse(_msg.Message, kw_only=True):
 
     Attributes:
         services: Full names of the services described, in the order the server registered them.
-        file_descriptor_set: A serialized google.protobuf.FileDescriptorSet: the files that define those services and
+        file_descriptor_set: A serialized google.protobuf.FileDescriptorSet: the files that define
+            those services and
             every file they depend on, dependencies first.
     """
 
@@ -101,8 +104,9 @@ REFLECTION = _svc.ServiceDescriptor(
 class ReflectionClient(_svc.Client):
     """Server reflection, rpcpoll's way: one call returns everything a client needs.
 
-    The client side: one method per unary rpc, each sent through the channel
-    (or to the address) given to the constructor.
+    The client side: one method per rpc, each sent through the channel (or to the
+    address) given to the constructor. Streaming rpcs return a stream call (iterate it
+    for responses) or take an iterable of requests.
     """
 
     SERVICE = REFLECTION
@@ -126,7 +130,8 @@ class ReflectionHandler(_svc.Handler):
     """Server reflection, rpcpoll's way: one call returns everything a client needs.
 
     The server side: subclass it and override the methods; a method that is not
-    overridden answers UNIMPLEMENTED.
+    overridden answers UNIMPLEMENTED. Streaming rpcs take an iterator of requests
+    and/or return (yield) their responses.
     """
 
     SERVICE = REFLECTION
@@ -137,14 +142,16 @@ class ReflectionHandler(_svc.Handler):
         context: _svc.CallContext,
     ) -> DescribeResponse:
         """Describe the services asked for; NOT_FOUND for a service the server does not run."""
-        raise _rpcpoll.UnimplementedError(message="rpcpoll.reflection.v1.Reflection/Describe is not implemented")
+        raise _rpcpoll.UnimplementedError(
+            message="rpcpoll.reflection.v1.Reflection/Describe is not implemented"
+        )
 
 
 class ReflectionAsyncClient(_svc.AsyncClient):
     """Server reflection, rpcpoll's way: one call returns everything a client needs.
 
-    The asyncio client side: the methods of ReflectionClient, awaited; cancelling
-    the awaiting task cancels the call on the server.
+    The asyncio client side: the methods of ReflectionClient, awaited (or iterated
+    with `async for`); cancelling the awaiting task cancels the call on the server.
     """
 
     SERVICE = REFLECTION
@@ -168,8 +175,8 @@ class ReflectionAsyncHandler(_svc.AsyncHandler):
     """Server reflection, rpcpoll's way: one call returns everything a client needs.
 
     The asyncio server side: subclass it and override the methods with `async def`
-    methods; they run on the server's event loop. A method that is not overridden answers
-    UNIMPLEMENTED.
+    methods (async generators for streamed responses); they run on the server's event
+    loop. A method that is not overridden answers UNIMPLEMENTED.
     """
 
     SERVICE = REFLECTION
@@ -180,4 +187,6 @@ class ReflectionAsyncHandler(_svc.AsyncHandler):
         context: _svc.CallContext,
     ) -> DescribeResponse:
         """Describe the services asked for; NOT_FOUND for a service the server does not run."""
-        raise _rpcpoll.UnimplementedError(message="rpcpoll.reflection.v1.Reflection/Describe is not implemented")
+        raise _rpcpoll.UnimplementedError(
+            message="rpcpoll.reflection.v1.Reflection/Describe is not implemented"
+        )

@@ -65,6 +65,7 @@ class Route:
         "call",
         "decode",
         "is_async",
+        "kind",
         "method",
         "method_name",
         "request_type",
@@ -84,8 +85,12 @@ class Route:
         self.service = service
         self.method = method
         bound = getattr(handler, method.python_name)
+        #: "unary", "server_stream", "client_stream" or "bidi"
+        self.kind = method.kind
         #: an `async def` method: it runs on the server's event loop (server/aio.py)
-        self.is_async = inspect.iscoroutinefunction(bound)
+        self.is_async = inspect.iscoroutinefunction(bound) or inspect.isasyncgenfunction(bound)
+        if inspect.isasyncgenfunction(bound):
+            bound = _returning(bound)  # middleware awaits `next`: it gets the async iterator
         #: the handler's method, inside the server's middleware (rpcpoll.middleware)
         self.call: Callable[[Any, CallContext], Any] = build_chain(bound, middleware, self.is_async)
         self.request_type: type[Message] = method.request_type
@@ -98,11 +103,21 @@ class Route:
         self.blocking = False
 
 
+def _returning(generator: Callable[[Any, CallContext], Any]) -> Callable[[Any, Any], Any]:
+    """An `async def` that returns what the async generator function `generator` makes."""
+
+    async def endpoint(request: Any, context: Any) -> Any:
+        return generator(request, context)
+
+    return endpoint
+
+
 class Dispatcher:
     """The routing table of a server: (service, method) wire names to bound handler methods."""
 
     def __init__(self) -> None:
         self._routes: dict[tuple[str, str], Route] = {}
+        self._stream_routes: dict[tuple[str, str], Route] = {}  # streaming methods
         self._by_method: dict[str, Route | None] = {}  # None: the name is ambiguous
         self.services: dict[str, Handler | AsyncHandler] = {}
         #: Header info bytes -> (route, timeout ms, metadata) for plain calls: most requests
@@ -132,7 +147,7 @@ class Dispatcher:
         self.max_frame_size = max_frame_size
 
     def register(self, handler: Handler | AsyncHandler) -> None:
-        """Serve every unary method of `handler`'s generated service."""
+        """Serve every method of `handler`'s generated service."""
         service = getattr(type(handler), "SERVICE", None)
         if not isinstance(service, ServiceDescriptor):
             raise TypeError(f"{type(handler).__name__} is not a generated handler (no SERVICE)")
@@ -140,9 +155,10 @@ class Dispatcher:
             raise ValueError(f"service {service.full_name} is already registered")
         self.services[service.full_name] = handler
         for method in service.methods.values():
-            if not method.unary:
-                continue  # streaming methods answer UNIMPLEMENTED until streaming lands
             route = Route(service, method, handler, self.middleware)
+            if not method.unary:
+                self._stream_routes[(service.full_name, method.name)] = route
+                continue
             self._routes[(service.full_name, method.name)] = route
             # Kitex routes a frame without a service name by a method name that is unique.
             self._by_method[method.name] = None if method.name in self._by_method else route
@@ -150,12 +166,26 @@ class Dispatcher:
     @property
     def has_async(self) -> bool:
         """Whether any registered method is `async def` (the server then runs on asyncio)."""
-        return any(route.is_async for route in self._routes.values())
+        routes = [*self._routes.values(), *self._stream_routes.values()]
+        return any(route.is_async for route in routes)
 
     def route(self, service: str, method: str) -> Route | None:
         if service:
             return self._routes.get((service, method))
         return self._by_method.get(method)
+
+    def stream_route(self, service: str, method: str) -> Route | None:
+        """The streaming method a stream opens (the service name is required)."""
+        return self._stream_routes.get((service, method))
+
+    def unary_mismatch(self, service: str, method: str, streaming: bool) -> str:
+        """Why a call of `service`/`method` cannot be served: it is known, but as the other
+        kind ("a streaming method" for a unary call, "a unary method" for a stream); or ""."""
+        if streaming and (service, method) in self._routes:
+            return f"{service}/{method} is a unary method: call it without a stream"
+        if not streaming and (service, method) in self._stream_routes:
+            return f"{service}/{method} is a streaming method: open a stream to call it"
+        return ""
 
     # ------------------------------------------------------------------ serving a frame
 
@@ -211,8 +241,8 @@ class Dispatcher:
         if route is None:
             if not oneway:
                 name = f"{service}/{method}" if service else method
-                code = StatusCode.UNIMPLEMENTED
-                self._fail(out, seq_id, flags, code, f"unknown method {name}", extra)
+                why = self.unary_mismatch(service, method, False) or f"unknown method {name}"
+                self._fail(out, seq_id, flags, StatusCode.UNIMPLEMENTED, why, extra)
             return None
         if timeout_ms is not None and timeout_ms <= 0:
             if not oneway:

@@ -56,12 +56,10 @@ from ..protocol.frame import (
     FLAG_STREAMING,
     MAGIC,
     FrameReader,
-    FrameType,
     ProtocolError,
     append_frame,
     check_fixed,
     exception_info,
-    parse_info,
     refusal_frame,
 )
 from ..protocol.status import StatusCode
@@ -80,6 +78,7 @@ from ..transport.worker_pool import WorkerPool, default_pool
 from .aio import AsyncCall, LoopThread, ReplyOrder, cancel_call, new_loop, start_call
 from .dispatch import CachedCall, Dispatcher, Route
 from .limits import DEFAULT_LIMITS, ServerLimits, fd_capped
+from .streams import StreamHost, StreamTable, on_connection_closed, on_stream_frame, reset_all
 
 if TYPE_CHECKING:
     from ssl import SSLContext
@@ -104,6 +103,7 @@ class _ConnState:
 
     __slots__ = (
         "calls", "identity", "inflight", "lock", "order", "paused", "peer", "pooled", "replies",
+        "streams",
     )  # fmt: skip
 
     def __init__(self, peer: str = "") -> None:
@@ -118,9 +118,10 @@ class _ConnState:
         self.order = ReplyOrder()
         self.calls: dict[int, AsyncCall] = {}
         self.identity: PeerIdentity | None = None  # the client's verified TLS identity
+        self.streams = StreamTable()  # open streams (server/streams.py)
 
 
-class Server:
+class Server(StreamHost):
     """Serves registered handlers on one address ("host:port" or "unix:/path").
 
     Options: `exit_wait` (seconds `shutdown()` waits for in-flight calls by default, 5),
@@ -355,6 +356,9 @@ class Server:
         # moment to land before idle connections are closed (Kitex waits 100 ms too).
         time.sleep(min(0.1, timeout / 4))
         finished = self._loop.shutdown(max(0.0, deadline - time.monotonic()))
+        if not finished:  # streams still open after the exit wait: tell their clients why
+            for conn in self._loop.connections():
+                reset_all(conn.context, StatusCode.UNAVAILABLE, "the server shut down")
         watched, self._watched = self._watched, []
         for poller in watched:
             poller.unwatch_stalls()
@@ -387,6 +391,7 @@ class Server:
         state = _ConnState(format_address(network, conn.remote_address))
         if self._aio_loop is not None:
             conn.add_close_callback(lambda _conn: self._cancel_calls(state))
+        conn.add_close_callback(lambda _conn: on_connection_closed(state))
         return state
 
     def _cancel_calls(self, state: _ConnState) -> None:
@@ -404,7 +409,7 @@ class Server:
         loop.call_soon_threadsafe(cancel_all)
 
     def _is_busy(self, state: Any, conn: Connection) -> bool:
-        return isinstance(state, _ConnState) and state.inflight > 0
+        return isinstance(state, _ConnState) and (state.inflight > 0 or bool(state.streams.open))
 
     def _on_request(self, state: _ConnState, conn: Connection) -> None:
         reader = conn.reader()
@@ -522,7 +527,12 @@ class Server:
         thread (counted). Returns whether in-order calls still run inline on this thread."""
         dispatcher = self.dispatcher
         shed = self._shed_info[extra is not None]
-        if self._calls >= self._max_calls:  # load shedding: no decoding, no hop
+        if flags & FLAG_STREAMING:  # a stream's frame (server/streams.py), on this thread
+            on_stream_frame(
+                self, dispatcher, self._pool, self._aio_loop, conn, state, seq_id, info,
+                payload, now, self.limits.max_header_entries,
+            )  # fmt: skip
+        elif self._calls >= self._max_calls:  # load shedding: no decoding, no hop
             append_frame(out, flags, seq_id, shed[0])
         elif self._aio_loop is not None:
             self._serve_on_asyncio(
@@ -587,9 +597,6 @@ class Server:
     ) -> None:
         """A frame of an asyncio server (server/aio.py), on the event loop's thread: async
         calls start here, sync ones go to the worker pool; in-order replies keep their order."""
-        if flags & FLAG_STREAMING:
-            self._on_stream_frame(seq_id, info, state)
-            return
         oneway = False
         if entry is None:
             resolved = self.dispatcher.resolve(seq_id, flags, info, out, extra)
@@ -701,18 +708,34 @@ class Server:
         elif resume:
             conn.resume_reading()
 
-    def _on_stream_frame(self, seq_id: int, info: bytes, state: _ConnState) -> None:
-        """A stream frame. So far only RST, by which a client cancels a call of its own."""
-        try:
-            frame_type = parse_info(info, self.limits.max_header_entries)[7]
-        except ProtocolError:
-            raise
-        if frame_type == FrameType.RST:
-            call = state.calls.get(seq_id)
-            if call is not None:
-                cancel_call(call)
-        else:
-            log.debug("dropping a stream frame of type %d (seq %d)", frame_type, seq_id)
+    # ------------------------------------------------------------------ streams (StreamHost)
+
+    def stream_emit(self, conn: Any, state: Any, frame: bytes | bytearray) -> None:
+        state.replies.append(frame)
+
+    def stream_kick(self, conn: Any, state: Any) -> None:
+        if state.replies and conn.is_active():
+            try:
+                self._send_replies(conn, state)
+            except TransportError as exc:  # gone: its close callback resets its streams
+                log.debug("connection %r went away: %s", conn, exc)
+
+    def stream_admit(self, state: Any, on_thread: bool) -> str:
+        if self._draining:
+            return "the server is shutting down"
+        if len(state.streams.open) >= self._max_conn_calls:
+            return _CONNECTION_FULL.format(self._max_conn_calls)
+        if on_thread:
+            with self._calls_lock:
+                if self._calls >= self._max_calls:
+                    return _OVERLOADED.format(self._max_calls)
+                self._calls += 1
+        return ""
+
+    def stream_release(self, state: Any, on_thread: bool) -> None:
+        if on_thread:
+            with self._calls_lock:
+                self._calls -= 1
 
     def _leave_poller(self, conn: Connection, state: _ConnState, route: Route | None) -> None:
         """Mode "auto": a call of `route` blocked the poller (the watchdog gave its loop to

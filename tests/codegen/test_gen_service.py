@@ -51,11 +51,27 @@ def test_descriptor_lists_every_method_with_wire_names_and_flags(chat: ModuleTyp
         service.methods["New"] = ask  # type: ignore[index]
 
 
-def test_streaming_methods_get_no_client_or_handler_method(chat: ModuleType) -> None:
-    for name in ("listen", "tell", "talk"):
-        assert not hasattr(chat.ChatClient, name)
-        assert not hasattr(chat.ChatHandler, name)
-    assert callable(chat.ChatClient.ask) and callable(chat.ChatHandler.ping)
+def test_every_kind_of_method_gets_client_and_handler_methods(chat: ModuleType) -> None:
+    import inspect
+
+    for name in ("ask", "listen", "tell", "talk", "ping"):
+        for cls in (chat.ChatClient, chat.ChatHandler, chat.ChatAsyncClient, chat.ChatAsyncHandler):
+            assert callable(getattr(cls, name)), (cls, name)
+    # async handlers: coroutines, or async generators where responses stream
+    assert inspect.iscoroutinefunction(chat.ChatAsyncHandler.ask)
+    assert inspect.iscoroutinefunction(chat.ChatAsyncHandler.tell)
+    assert inspect.isasyncgenfunction(chat.ChatAsyncHandler.listen)
+    assert inspect.isasyncgenfunction(chat.ChatAsyncHandler.talk)
+    # async clients: streams are returned at once (iterated with async for), others awaited
+    assert not inspect.iscoroutinefunction(chat.ChatAsyncClient.listen)
+    assert not inspect.iscoroutinefunction(chat.ChatAsyncClient.talk)
+    assert inspect.iscoroutinefunction(chat.ChatAsyncClient.tell)
+
+
+def test_streaming_through_a_local_channel_is_refused_clearly(chat: ModuleType) -> None:
+    client = chat.ChatClient(LocalChannel(chat.ChatHandler()))
+    with pytest.raises(rpcpoll.UnimplementedError, match="does not carry streams"):
+        client.listen(chat.Req())
 
 
 def test_client_call_reaches_the_handler_through_the_wire_form(chat: ModuleType) -> None:
