@@ -9,6 +9,10 @@ TLS: `--tls-cert`/`--tls-key` serve TLS, `--tls-client-ca` also requires client 
 (mTLS); the files are checked before serving (exit 2 if unusable) and read again on SIGHUP
 (every worker with --workers N), new handshakes using them while connections stay.
 
+Observability: `--metrics-port` (Prometheus /metrics; with --workers N the supervisor serves
+every worker's), `--tracing` (OpenTelemetry server spans), `--access-log` (a line per call),
+installed as the server's middleware (rpcpoll/observability/serving.py, docs/operating.md).
+
 Exit status: 0 after a graceful stop; 1 when serving fails (the address is taken, a registry
 cannot be reached, workers keep crashing); 2 for bad input (an unknown option, a bad value, a
 handler that cannot be loaded). Every failure is one line on stderr, never a traceback.
@@ -431,6 +435,7 @@ def serve_command(
     # With several processes writing one log, each line says which process wrote it.
     logging.basicConfig(level=log_level.upper(), format=log_format(workers > 1 or in_worker))
     extras = ServeExtras.pop_from(limit_options)
+    extras.check()
     if address and unix_path:
         raise click.UsageError("give --address or --unix, not both")
     if worker_listen_fd is not None and not in_worker:
@@ -466,7 +471,7 @@ def serve_command(
     else:
         extra_argv = _limit_argv(limit_options) + extras.argv() + _tls_argv(tls_files)
         command = _worker_command(handler, exit_wait, mode, log_level, extra_argv)
-        _supervise(target, workers, command, lifecycle, exit_wait)
+        _supervise(target, workers, command, lifecycle, exit_wait, extras)
 
 
 def _registration(
@@ -602,23 +607,29 @@ def _serve_one(
         release_memory_after=release_memory_after,
         uvloop=use_uvloop,
         ssl=_server_tls(tls_files),
+        middleware=extras.middleware() if extras is not None else (),
     )
     if extras is not None:
         extras.install(server, instance)
-    main = _MainThread()
-    _on_stop_signals(main.stop)
-    _on_reload_signal(main.reload)
-    _start(server, target)
+        extras.serve_metrics()
     try:
-        lifecycle.on_ready(server.address)
-    except click.ClickException:
-        server.shutdown(0)
-        raise
-    main.wait(server)
-    if extras is not None:
-        extras.on_stopping()
-    lifecycle.on_stopping()
-    _drain(server, exit_wait)
+        main = _MainThread()
+        _on_stop_signals(main.stop)
+        _on_reload_signal(main.reload)
+        _start(server, target)
+        try:
+            lifecycle.on_ready(server.address)
+        except click.ClickException:
+            server.shutdown(0)
+            raise
+        main.wait(server)
+        if extras is not None:
+            extras.on_stopping()
+        lifecycle.on_stopping()
+        _drain(server, exit_wait)
+    finally:
+        if extras is not None:
+            extras.close()
 
 
 def _supervise(
@@ -627,22 +638,32 @@ def _supervise(
     command: Callable[[WorkerLaunch], Sequence[str]],
     lifecycle: ServeLifecycle,
     exit_wait: float,
+    extras: ServeExtras,
 ) -> None:
-    supervisor = Supervisor(
-        target,
-        workers,
-        command,
-        exit_wait=exit_wait,
-        on_ready=lifecycle.on_ready,
-        on_stopping=lifecycle.on_stopping,
-    )
-    _on_stop_signals(supervisor.stop)
-    _on_reload_signal(supervisor.reload)
+    # With --metrics-port the workers write their metrics to a directory of ours, and this
+    # process serves them all (rpcpoll/observability/serving.py).
+    metrics = extras.workers_metrics()
     try:
-        supervisor.bind()
-    except OSError as exc:
-        raise click.ClickException(f"cannot listen on {target}: {exc}") from None
-    code = supervisor.run()
+        supervisor = Supervisor(
+            target,
+            workers,
+            command,
+            exit_wait=exit_wait,
+            on_ready=lifecycle.on_ready,
+            on_stopping=lifecycle.on_stopping,
+            env=metrics.environment() if metrics is not None else None,
+            on_worker_exit=metrics.worker_exited if metrics is not None else None,
+        )
+        _on_stop_signals(supervisor.stop)
+        _on_reload_signal(supervisor.reload)
+        try:
+            supervisor.bind()
+        except OSError as exc:
+            raise click.ClickException(f"cannot listen on {target}: {exc}") from None
+        code = supervisor.run()
+    finally:
+        if metrics is not None:
+            metrics.close()
     if code:
         sys.exit(code)
 
@@ -697,6 +718,7 @@ def _serve_worker(
         release_memory_after=release_memory_after,
         uvloop=use_uvloop,
         ssl=_server_tls(tls_files),
+        middleware=extras.middleware() if extras is not None else (),
     )
     if extras is not None:
         extras.install(server, instance)
@@ -713,6 +735,8 @@ def _serve_worker(
     if extras is not None:
         extras.on_stopping()
     _drain(server, exit_wait)
+    if extras is not None:
+        extras.close()  # the last metrics reach the shared directory before the exit
     link.close()
     if inherited is not None:
         inherited.close()

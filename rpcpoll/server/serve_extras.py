@@ -6,6 +6,9 @@ start-up warnings about the handler, the log format, and signal handling.
   stop begins (before the server stops accepting) every status turns NOT_SERVING.
 - Describe (`--no-describe` turns it off): a `ReflectionService` describing every service the
   process serves, itself included, so `rpcpoll call` / `rpcpoll list` need no local IDL.
+- Observability (rpcpoll/observability/serving.py): `--metrics-port` (Prometheus metrics
+  middleware and a /metrics endpoint on `--metrics-address`), `--tracing` (OpenTelemetry
+  server spans) and `--access-log` (a line per call), installed as the server's middleware.
 - Signals: SIGTERM or SIGINT begin a graceful stop; a SIGINT after that (Ctrl-C again) exits
   at once, with status 130, without waiting for in-flight calls.
 """
@@ -23,6 +26,7 @@ from typing import Any
 import click
 
 from ..health.service import SERVER, HealthService, ServingStatus, default_health
+from ..observability.serving import ServeObservability, WorkersMetrics, check_packages
 from ..reflection.service import ReflectionService
 from ..service import AsyncHandler, Handler
 from .handler_checks import handler_warnings
@@ -49,7 +53,39 @@ def log_format(pid: bool) -> str:
 
 
 def extras_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """`--no-health` and `--no-describe` (read back with `ServeExtras.pop_from`)."""
+    """`--no-health`, `--no-describe` and the observability flags (read back with
+    `ServeExtras.pop_from`)."""
+    command = click.option(
+        "--access-log",
+        "access_log",
+        is_flag=True,
+        help="log one line per call on the logger rpcpoll.access (peer, method, status,"
+        " duration, sizes)",
+    )(command)
+    command = click.option(
+        "--tracing",
+        "tracing",
+        is_flag=True,
+        help="an OpenTelemetry server span per call, the child of the caller's span (needs"
+        " rpcpoll[tracing] and a tracer provider set by the handler's module)",
+    )(command)
+    command = click.option(
+        "--metrics-address",
+        "metrics_address",
+        default="127.0.0.1",
+        show_default=True,
+        metavar="HOST",
+        help="where --metrics-port listens",
+    )(command)
+    command = click.option(
+        "--metrics-port",
+        "metrics_port",
+        type=click.IntRange(min=0, max=65535),
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port, logged;"
+        " with --workers, every worker's; needs rpcpoll[metrics])",
+    )(command)
     command = click.option(
         "--no-describe",
         "no_describe",
@@ -73,7 +109,12 @@ class ServeExtras:
 
     health: bool = True
     describe: bool = True
+    metrics_port: int | None = None
+    metrics_address: str = "127.0.0.1"
+    tracing: bool = False
+    access_log: bool = False
     health_service: HealthService | None = field(default=None, init=False)
+    observability: ServeObservability | None = field(default=None, init=False)
 
     @classmethod
     def pop_from(cls, options: dict[str, Any]) -> ServeExtras:
@@ -81,15 +122,77 @@ class ServeExtras:
         return cls(
             health=not options.pop("no_health", False),
             describe=not options.pop("no_describe", False),
+            metrics_port=options.pop("metrics_port", None),
+            metrics_address=options.pop("metrics_address", "127.0.0.1"),
+            tracing=options.pop("tracing", False),
+            access_log=options.pop("access_log", False),
         )
 
     def argv(self) -> list[str]:
-        """The same options again, for a worker's command line."""
-        return [flag for flag, off in (("--no-health", not self.health),
-                                       ("--no-describe", not self.describe)) if off]  # fmt: skip
+        """The same options again, for a worker's command line (a worker records metrics
+        for its supervisor's endpoint and serves none itself)."""
+        argv = [flag for flag, on in (("--no-health", not self.health),
+                                      ("--no-describe", not self.describe),
+                                      ("--tracing", self.tracing),
+                                      ("--access-log", self.access_log)) if on]  # fmt: skip
+        if self.metrics_port is not None:
+            argv += ["--metrics-port", str(self.metrics_port)]
+        return argv
+
+    def check(self) -> None:
+        """Exit 2 now (click.UsageError) when a flag's optional package is not installed."""
+        try:
+            check_packages(metrics=self.metrics_port is not None, tracing=self.tracing)
+        except ImportError as exc:
+            raise click.UsageError(str(exc)) from None
+
+    def workers_metrics(self) -> WorkersMetrics | None:
+        """For a supervisor: the shared metrics directory and endpoint (None without
+        --metrics-port); click.ClickException when the endpoint cannot listen."""
+        if self.metrics_port is None:
+            return None
+        try:
+            return WorkersMetrics(self.metrics_address, self.metrics_port)
+        except OSError as exc:
+            where = f"{self.metrics_address}:{self.metrics_port}"
+            raise click.ClickException(f"cannot serve metrics on {where}: {exc}") from None
+
+    def middleware(self) -> list[Any]:
+        """The server's middleware for the observability flags, outermost first. Raises
+        click.UsageError when a flag's optional package is not installed."""
+        if self.observability is None:
+            try:
+                self.observability = ServeObservability(
+                    metrics=self.metrics_port is not None,
+                    tracing=self.tracing,
+                    access_log=self.access_log,
+                )
+            except ImportError as exc:
+                raise click.UsageError(str(exc)) from None
+        return self.observability.middleware()
+
+    def serve_metrics(self) -> None:
+        """Start this process's /metrics endpoint when --metrics-port is given (not in a
+        worker: its supervisor serves every worker's metrics)."""
+        if self.metrics_port is None:
+            return
+        self.middleware()  # the metrics exist
+        assert self.observability is not None
+        try:
+            self.observability.serve_metrics(self.metrics_address, self.metrics_port)
+        except OSError as exc:
+            where = f"{self.metrics_address}:{self.metrics_port}"
+            raise click.ClickException(f"cannot serve metrics on {where}: {exc}") from None
+
+    def close(self) -> None:
+        """After the server stopped: the metrics endpoint stops, metrics are flushed."""
+        if self.observability is not None:
+            self.observability.close()
 
     def install(self, server: Any, handler: Handler | AsyncHandler) -> None:
         """Register the extra services on `server` (a `Server`, before it starts)."""
+        if self.observability is not None:
+            self.observability.attach(server)
         served = [handler]
         if self.health:
             health = self.health_service = default_health()

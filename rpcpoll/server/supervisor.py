@@ -144,9 +144,11 @@ class Supervisor:
 
     `command(launch)` gives each worker's argv. `on_ready(address)` is called once, when every
     worker is ready; `on_stopping()` is called first when shutdown begins (a stop request or
-    giving up), before any worker is signalled, and only if `on_ready` was called. Both run on
-    the thread that called `run()`. An exception from `on_ready` stops the supervisor (exit
-    status 1); one from `on_stopping` is logged and shutdown goes on.
+    giving up), before any worker is signalled, and only if `on_ready` was called;
+    `on_worker_exit(pid)` after each worker process has exited and been reaped (e.g. to drop
+    its live metrics). All run on the thread that called `run()`. An exception from
+    `on_ready` stops the supervisor (exit status 1); one from the others is logged and
+    supervision goes on.
 
     On shutdown every worker gets SIGTERM and `exit_wait + stop_margin` seconds to finish its
     in-flight calls and exit; stragglers are SIGKILLed. A second `stop()` kills them at once.
@@ -164,6 +166,7 @@ class Supervisor:
         on_ready: Callable[[str], None] | None = None,
         on_stopping: Callable[[], None] | None = None,
         env: Mapping[str, str] | None = None,
+        on_worker_exit: Callable[[int], None] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -174,6 +177,7 @@ class Supervisor:
         self.policy = policy or RestartPolicy()
         self._on_ready = on_ready
         self._on_stopping = on_stopping
+        self._on_worker_exit = on_worker_exit
         self._env = dict(env) if env is not None else None
         self._slots = [_Slot(i, self.policy.initial_backoff) for i in range(workers)]
         self._reservation: socket.socket | None = None  # TCP: bound, never listening
@@ -380,7 +384,15 @@ class Supervisor:
                 self._close_control(worker)
                 slot.worker = None
                 gone.append((slot, worker))
+                self._exited(worker)
         return gone
+
+    def _exited(self, worker: _Worker) -> None:
+        if self._on_worker_exit is not None:
+            try:
+                self._on_worker_exit(worker.pid)
+            except Exception:
+                log.exception("on_worker_exit failed")
 
     def _on_unexpected_exit(self, slot: _Slot, worker: _Worker, now: float) -> None:
         what = worker.note or _describe_exit(worker.proc.returncode)
@@ -499,6 +511,7 @@ class Supervisor:
             _signal(worker, signal.SIGKILL)
             try:
                 worker.proc.wait(_KILL_WAIT)
+                self._exited(worker)
             except subprocess.TimeoutExpired:  # unkillable (stuck in the kernel): give up on it
                 log.error("worker %d (pid %d) did not die", slot.index, worker.pid)
             self._close_control(worker)
