@@ -45,13 +45,21 @@ def call_status(error: BaseException | None) -> StatusCode:
     return status_of(error)
 
 
+def _requests(observation: Observation, request: Any, kind: str) -> Any:
+    """The request, seen; a request stream, wrapped to be seen message by message. A client's
+    bidi call may have no request iterable (it sends with `call.send()`): those are unseen."""
+    if kind not in STREAMED_REQUESTS:
+        observation.request(request)
+        return request
+    if request is None:
+        return None
+    return observe_stream(request, observation.request)
+
+
 def observe_call(observation: Observation, request: Any, context: Any, next: Endpoint) -> Any:
     """`next(request, context)` with `observation` seeing its messages and its end (sync)."""
     kind = context.kind
-    if kind in STREAMED_REQUESTS:
-        request = observe_stream(request, observation.request)
-    else:
-        observation.request(request)
+    request = _requests(observation, request, kind)
     try:
         response = next(request, context)
     except BaseException as exc:
@@ -69,10 +77,7 @@ async def observe_call_async(
 ) -> Any:
     """`await next(request, context)` with `observation` seeing its messages and its end."""
     kind = context.kind
-    if kind in STREAMED_REQUESTS:
-        request = observe_stream(request, observation.request)
-    else:
-        observation.request(request)
+    request = _requests(observation, request, kind)
     try:
         response = await next(request, context)
     except BaseException as exc:
