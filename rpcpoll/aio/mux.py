@@ -154,8 +154,13 @@ class AsyncMuxConnection:
         )
         self._unflushed.append(call)
         if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            if len(pending) == 1:
+                # Alone: send now (a task calling one at a time saves a loop round per
+                # call); with calls in flight, one flush per round sends them all.
+                self._flush()
+            else:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
         if deadline is not None:
             call.timer = self._loop.call_later(
                 max(0.0, deadline - time.monotonic()), self._expire, seq_id, call
@@ -479,17 +484,20 @@ class AsyncMuxTransport:
     async def _connection(self, deadline: float | None) -> AsyncMuxConnection:
         self._bind()
         ring = self._ring
+        max_unsent = self._max_unsent
+        # The least busy connection with room (this runs once per call: plain attribute
+        # reads, no properties).
         best: AsyncMuxConnection | None = None
+        best_load = self._max_calls
         for connection in ring:
-            if (
-                connection.usable
-                and connection.has_room(self._max_calls, self._max_unsent)
-                and (best is None or connection.pending < best.pending)
-            ):
-                best = connection
-                if not best.pending:
+            if connection.dead or connection.retired:
+                continue
+            load = len(connection._pending) + len(connection._streams)
+            if load < best_load and connection._conn.unsent_bytes <= max_unsent:
+                best, best_load = connection, load
+                if not load:
                     break
-        if best is not None and (not best.pending or len(ring) >= self._size):
+        if best is not None and (not best_load or len(ring) >= self._size):
             return best
         if len([c for c in ring if c.usable]) < self._size:
             try:

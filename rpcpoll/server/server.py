@@ -102,8 +102,8 @@ class _ConnState:
     """Per-connection server state (the EventLoop context of each connection)."""
 
     __slots__ = (
-        "calls", "identity", "inflight", "lock", "order", "paused", "peer", "pooled", "replies",
-        "streams",
+        "calls", "flush_soon", "identity", "inflight", "lock", "order", "paused", "peer",
+        "pooled", "replies", "streams",
     )  # fmt: skip
 
     def __init__(self, peer: str = "") -> None:
@@ -119,6 +119,7 @@ class _ConnState:
         self.calls: dict[int, AsyncCall] = {}
         self.identity: PeerIdentity | None = None  # the client's verified TLS identity
         self.streams = StreamTable()  # open streams (server/streams.py)
+        self.flush_soon = False  # the event loop will send the queued replies (asyncio)
 
 
 class Server(StreamHost):
@@ -627,7 +628,7 @@ class Server(StreamHost):
         def on_done(call: AsyncCall, reply: bytearray | None) -> None:
             if state.calls.pop(seq_id, None) is not None:
                 self._count_call(conn, state, -1, on_thread=False)
-            self._queue_reply(conn, state, call.slot, reply)
+            self._queue_reply(conn, state, call.slot, reply, on_loop=True)
 
         start_call(
             self.dispatcher, self._aio_loop, entry, seq_id, flags, payload, extra, now,
@@ -678,15 +679,33 @@ class Server(StreamHost):
         state: _ConnState,
         slot: list[Any] | None,
         reply: bytes | bytearray | None,
+        on_loop: bool = False,
     ) -> None:
         """Queue a reply that came after its batch (in its turn, for an in-order call) and
-        send what is queued unless another thread is sending."""
+        send what is queued unless another thread is sending. On the event loop (`on_loop`),
+        the send waits for the loop's next round: every call that ends in this round joins
+        one `sendmsg` (each would otherwise make its own)."""
         if slot is not None:
             state.replies.extend(state.order.complete(slot, reply))
         elif reply:
             state.replies.append(reply)
-        if state.replies and conn.is_active():
+        if not state.replies:
+            return
+        if on_loop:
+            if not state.flush_soon:
+                state.flush_soon = True
+                assert self._aio_loop is not None
+                self._aio_loop.call_soon(self._flush_soon, conn, state)
+        elif conn.is_active():
             self._send_replies(conn, state)
+
+    def _flush_soon(self, conn: Connection, state: _ConnState) -> None:
+        state.flush_soon = False
+        if state.replies and conn.is_active():
+            try:
+                self._send_replies(conn, state)
+            except TransportError as exc:
+                log.debug("connection %r went away: %s", conn, exc)
 
     def _count_call(
         self, conn: Connection, state: _ConnState, step: int, on_thread: bool = True
