@@ -256,6 +256,8 @@ def _open(
 
     def on_finish(_end: StreamEnd) -> None:
         nonlocal released
+        if _end.error is not None:  # reset (RST, deadline, connection gone): not an answer
+            context._cancelled = True
         table.ended(seq_id)
         if not released:
             released = True
