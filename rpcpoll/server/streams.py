@@ -465,19 +465,43 @@ def _header(stream: ServerStream, end: StreamEnd) -> None:
 
 
 def reset_all(state: Any, code: int, message: str) -> None:
-    """Reset every open stream of a connection (shutdown, or the connection closing)."""
+    """Reset every open stream of a connection (a shutdown whose exit wait has passed). A
+    connection left with nothing in progress is closed: the server is done with it, and an
+    asyncio server's loop stops watching its connections after this."""
     table: StreamTable | None = getattr(state, "streams", None)
-    if table is None:
+    if table is None or not table.open:
         return
-    for stream in list(table.open.values()):
+    streams = list(table.open.values())
+    conn = streams[0].conn
+    on_loop: list[ServerStream] = []
+    for stream in streams:
         end = stream.end
         if isinstance(end, SyncStreamEnd):
             end.cancel(code, message)
             stream.cancel_handler()
-            continue
-        loop = stream.task.get_loop() if stream.task is not None else None
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(_reset, stream, code, message)
+        elif stream.task is not None and not stream.task.get_loop().is_closed():
+            on_loop.append(stream)
+
+    def close_if_idle() -> None:
+        if getattr(state, "inflight", 0) or getattr(state, "calls", None):
+            return
+        lock = getattr(state, "lock", None)  # a thread writing now: let it finish first
+        if lock is not None and lock.acquire(timeout=1.0):
+            lock.release()
+        streams[0].end.kick()  # the RSTs it left queued
+        conn.close()
+
+    if not on_loop:
+        close_if_idle()
+        return
+
+    def reset_on_loop() -> None:
+        for stream in on_loop:
+            _reset(stream, code, message)
+        close_if_idle()
+
+    assert on_loop[0].task is not None
+    on_loop[0].task.get_loop().call_soon_threadsafe(reset_on_loop)
 
 
 def on_connection_closed(state: Any) -> None:
