@@ -1,0 +1,254 @@
+"""Frames that break the stream rules, sent raw over a socket: each resets only its stream, with
+an RST saying why, while another stream and unary calls on the same connection go on; only a
+frame that cannot be parsed closes the connection."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgspec
+import pytest
+
+from rpcpoll import StatusCode
+from rpcpoll.examples.route_guide_rpc import (
+    Feature,
+    Point,
+    RouteNote,
+    RouteSummary,
+)
+from rpcpoll.protocol.frame import (
+    FIXED_HEADER,
+    FIXED_SIZE,
+    FLAG_STREAMING,
+    Frame,
+    FrameType,
+    MessageType,
+    append_frame,
+    decode_frame,
+    encode_frame,
+)
+from rpcpoll.protocol.stream import (
+    StreamEvent,
+    data_info,
+    open_info,
+    parse_stream_frame,
+    trailer_info,
+)
+from rpcpoll.server import Server
+
+pytestmark = pytest.mark.timeout(60)
+
+SERVICE = "routeguide.RouteGuide"
+READ_TIMEOUT = 10.0
+
+
+class RawClient:
+    """A client that writes frames by hand and reads what comes back, frame by frame."""
+
+    def __init__(self, address: str) -> None:
+        host, port = address.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=READ_TIMEOUT)
+        self.buffer = bytearray()
+        self.events: list[StreamEvent] = []  # stream frames read, not yet taken
+        self.replies: dict[int, Frame] = {}  # unary replies by sequence id
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def stream(self, seq: int, info: bytes, payload: bytes = b"") -> None:
+        frame = bytearray()
+        append_frame(frame, FLAG_STREAMING, seq, info, payload)
+        self.sock.sendall(frame)
+
+    def open(self, seq: int, method: str, metadata: dict[str, str] | None = None) -> None:
+        self.stream(seq, open_info(method, SERVICE, metadata))
+
+    def data(self, seq: int, payload: bytes) -> None:
+        self.stream(seq, data_info(), payload)
+
+    def half_close(self, seq: int) -> None:
+        self.stream(seq, trailer_info())
+
+    def unary(self, seq: int) -> Feature:
+        request = Frame(seq, MessageType.CALL, "GetFeature", SERVICE, payload=Point().to_bytes())
+        self.sock.sendall(encode_frame(request))
+        while seq not in self.replies:
+            self._read_one()
+        reply = self.replies.pop(seq)
+        assert reply.message_type is MessageType.REPLY, reply
+        return Feature.from_bytes(reply.payload)
+
+    def next_event(self, seq: int, kinds: tuple[FrameType, ...] | None = None) -> StreamEvent:
+        """The next frame of stream `seq` (of one of `kinds`, skipping others)."""
+        while True:
+            for index, event in enumerate(self.events):
+                if event.stream_id == seq:
+                    del self.events[index]
+                    if kinds is None or event.kind in kinds:
+                        return event
+                    break
+            else:
+                self._read_one()
+
+    def end_of(self, seq: int) -> StreamEvent:
+        """The TRAILER or RST that ends stream `seq` (what came before is skipped)."""
+        return self.next_event(seq, (FrameType.TRAILER, FrameType.RST))
+
+    def _read_one(self) -> None:
+        while len(self.buffer) < 4 or len(self.buffer) < 4 + int.from_bytes(self.buffer[:4], "big"):
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            self.buffer += chunk
+        size = 4 + int.from_bytes(self.buffer[:4], "big")
+        raw, self.buffer = bytes(self.buffer[:size]), self.buffer[size:]
+        _length, _magic, flags, seq, words = FIXED_HEADER.unpack_from(raw)
+        if flags & FLAG_STREAMING:
+            body = FIXED_SIZE + words * 4
+            self.events.append(parse_stream_frame(seq, raw[FIXED_SIZE:body], raw[body:]))
+        else:
+            frame = decode_frame(raw)
+            self.replies[frame.seq_id] = frame
+
+    def closed_by_server(self) -> bool:
+        try:
+            while True:
+                self._read_one()
+        except ConnectionError:
+            return True
+
+
+@pytest.fixture
+def raw(server: Server) -> Iterator[RawClient]:
+    client = RawClient(server.address)
+    yield client
+    client.close()
+
+
+ECHO = {"mode": "echo"}
+STALL = {"mode": "stall", "count": "1"}
+NOTE = RouteNote(message="hi").to_bytes()
+POINT = Point(latitude=1).to_bytes()
+
+
+def check_neighbours_work(raw: RawClient, seq: int = 1000) -> None:
+    """A bidi stream opened before the bad frame still echoes, and unary calls answer."""
+    raw.data(1, NOTE)
+    event = raw.next_event(1, (FrameType.DATA,))
+    assert RouteNote.from_bytes(event.payload).message == "hi"
+    assert raw.unary(seq).name == "feature 0 0"
+
+
+def assert_reset(event: StreamEvent, code: StatusCode, words: str) -> None:
+    assert event.kind is FrameType.RST, event
+    assert event.status == code, event
+    assert words in event.message, event
+
+
+@pytest.fixture
+def with_neighbour(raw: RawClient) -> RawClient:
+    """The raw client with stream 1 open (RouteChat echoing) before the bad frames."""
+    raw.open(1, "RouteChat", ECHO)
+    raw.data(1, NOTE)
+    raw.next_event(1, (FrameType.DATA,))
+    return raw
+
+
+def test_data_for_a_stream_that_was_never_opened(with_neighbour: RawClient) -> None:
+    raw = with_neighbour
+    raw.data(7, NOTE)
+    assert_reset(raw.end_of(7), StatusCode.INVALID_ARGUMENT, "stream 7 is not open")
+    check_neighbours_work(raw)
+
+
+def test_data_for_a_stream_that_ended_long_ago(with_neighbour: RawClient) -> None:
+    """Late frames of a stream that ended lately are dropped (they are expected: a client
+    sends until it reads the server's end); one long gone is answered with an RST."""
+    raw = with_neighbour
+    for seq in range(10, 310):  # 300 streams refused at once: each ends as it opens
+        raw.open(seq, "NoSuchMethod")
+    for seq in range(10, 310):
+        assert raw.end_of(seq).status == StatusCode.UNIMPLEMENTED
+    raw.data(309, NOTE)  # ended lately: dropped
+    raw.data(10, NOTE)  # ended 300 streams ago: forgotten, so not open
+    assert_reset(raw.end_of(10), StatusCode.INVALID_ARGUMENT, "stream 10 is not open")
+    check_neighbours_work(raw)
+    assert not [event for event in raw.events if event.stream_id == 309]
+
+
+def test_data_after_the_clients_half_close(with_neighbour: RawClient) -> None:
+    raw = with_neighbour
+    raw.open(3, "RecordRoute", STALL)
+    raw.data(3, POINT)
+    raw.half_close(3)
+    raw.data(3, POINT)
+    assert_reset(raw.end_of(3), StatusCode.INVALID_ARGUMENT, "data after the end of the stream")
+    check_neighbours_work(raw)
+
+
+def test_a_second_request_on_a_server_stream(with_neighbour: RawClient) -> None:
+    raw = with_neighbour
+    rect = b"\x80"  # an empty Rectangle
+    raw.open(3, "ListFeatures", {"mode": "hang"})
+    raw.data(3, rect)
+    raw.data(3, rect)
+    assert_reset(raw.end_of(3), StatusCode.INVALID_ARGUMENT, "a server stream takes one request")
+    check_neighbours_work(raw)
+
+
+def test_sending_past_the_credit(with_neighbour: RawClient) -> None:
+    raw = with_neighbour
+    big_point = msgspec.msgpack.encode({"99": b"x" * 65536})  # a Point, unknown field ignored
+    assert Point.from_bytes(big_point) == Point()
+    raw.open(3, "RecordRoute", STALL)
+    frames = bytearray()
+    for _ in range(20):  # 1.25 MiB without waiting for a grant: over the 1 MiB window
+        append_frame(frames, FLAG_STREAMING, 3, data_info(), big_point)
+    raw.sock.sendall(frames)
+    assert_reset(raw.end_of(3), StatusCode.RESOURCE_EXHAUSTED, "past its credit")
+    check_neighbours_work(raw)
+
+
+def test_an_undecodable_message(with_neighbour: RawClient) -> None:
+    raw = with_neighbour
+    raw.open(3, "RecordRoute")
+    raw.data(3, b"\xc1 not msgpack")
+    assert_reset(raw.end_of(3), StatusCode.INVALID_ARGUMENT, "cannot decode a request")
+    check_neighbours_work(raw)
+
+
+def test_a_second_header_on_an_open_stream(with_neighbour: RawClient) -> None:
+    raw = with_neighbour
+    raw.open(3, "RecordRoute", STALL)
+    raw.open(3, "RecordRoute", STALL)
+    assert_reset(raw.end_of(3), StatusCode.INVALID_ARGUMENT, "opened twice")
+    check_neighbours_work(raw)
+
+
+def test_a_reset_stream_id_can_be_used_again(with_neighbour: RawClient) -> None:
+    raw = with_neighbour
+    raw.data(5, NOTE)
+    raw.end_of(5)
+    raw.open(5, "RecordRoute")  # a fresh stream on the id the server reset
+    raw.data(5, POINT)
+    raw.half_close(5)
+    event = raw.next_event(5, (FrameType.DATA,))
+    assert RouteSummary.from_bytes(event.payload).point_count == 1
+    assert raw.end_of(5).status == StatusCode.OK
+
+
+def test_an_unparseable_stream_frame_closes_the_connection(
+    with_neighbour: RawClient, server: Server, serve: Callable[..., Any]
+) -> None:
+    raw = with_neighbour
+    bad = bytearray(trailer_info())
+    bad[bad.index(b"4")] = ord("9")  # frame type 9: no such thing
+    raw.stream(3, bytes(bad))
+    assert raw.closed_by_server()
+    fresh = RawClient(server.address)  # the server itself is fine
+    try:
+        assert fresh.unary(1).name == "feature 0 0"
+    finally:
+        fresh.close()
