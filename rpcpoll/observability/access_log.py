@@ -3,10 +3,10 @@ r"""`AccessLog`: one log line per call, on the logger "rpcpoll.access" at INFO.
     peer=127.0.0.1:50122 rpc=echo.EchoService/Echo status=OK duration_ms=0.184 \
         request_bytes=140 response_bytes=140
 
-(logfmt: `key=value` pairs; a stream adds `requests=N responses=N`, its sizes being totals).
-The same values are on the log record as attributes for structured formatters: `rpc_peer`,
-`rpc_service`, `rpc_method`, `rpc_kind`, `rpc_code` (the name), `duration_ms`,
-`request_bytes`, `response_bytes`, `requests`, `responses`.
+(one line, wrapped here; logfmt `key=value` pairs; a stream adds `requests=N responses=N`,
+its sizes being totals). The same values are on the log record as attributes for structured
+formatters: `rpc_peer`, `rpc_service`, `rpc_method`, `rpc_kind`, `rpc_code` (the name),
+`duration_ms`, `request_bytes`, `response_bytes`, `requests`, `responses`.
 
 Sizes are those of the messages' encodings (`len(message.to_bytes())`: the payload without the
 TTHeader header; a peer's own encoding of the same message may differ by a few bytes). They

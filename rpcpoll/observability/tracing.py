@@ -27,6 +27,7 @@ W3C trace context and baggage unless configured otherwise).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from typing import Any
 
 try:
@@ -50,6 +51,8 @@ __all__ = ["RPC_SYSTEM", "ClientTracing", "ServerTracing"]
 #: The `rpc.system` attribute of every span.
 RPC_SYSTEM = "rpcpoll"
 
+#: Statuses that mark a client span as failed: all but OK.
+CLIENT_ERRORS = frozenset(StatusCode) - {StatusCode.OK}
 #: Statuses that mark a server span as failed: the server's fault, not the caller's.
 SERVER_ERRORS = frozenset(
     {
@@ -121,7 +124,7 @@ class _Tracing(Middleware):
             known = self._methods[key] = (f"{context.service}/{context.method}", attributes)
         return known
 
-    def _end(self, span: Span, error: BaseException | None, errors: Any) -> None:
+    def _end(self, span: Span, error: BaseException | None, errors: frozenset[StatusCode]) -> None:
         """Set the outcome on `span` and end it; `errors`: the statuses that fail it."""
         if not span.is_recording():  # not sampled, or no SDK: nothing would be kept
             span.end()
@@ -247,7 +250,7 @@ class ClientTracing(_Tracing):
         finally:
             otel_context.detach(token)
         if context.kind in STREAMED_RESPONSES:
-            return observe_stream(response, None, _ender(self, span, context))
+            return observe_stream(response, None, partial(self._finish, span, context))
         self._finish(span, context, None)
         return response
 
@@ -262,7 +265,7 @@ class ClientTracing(_Tracing):
         finally:
             otel_context.detach(token)
         if context.kind in STREAMED_RESPONSES:
-            return observe_stream(response, None, _ender(self, span, context))
+            return observe_stream(response, None, partial(self._finish, span, context))
         self._finish(span, context, None)
         return response
 
@@ -276,24 +279,7 @@ class ClientTracing(_Tracing):
     def _finish(self, span: Span, context: Any, error: BaseException | None) -> None:
         if context.peer and span.is_recording():
             span.set_attributes(self._peer(context.peer, "server"))
-        self._end(span, error, _CLIENT_ERRORS)
-
-
-class _AnyButOk:
-    """Every status but OK fails a client span."""
-
-    def __contains__(self, code: object) -> bool:
-        return code is not StatusCode.OK
-
-
-_CLIENT_ERRORS = _AnyButOk()
-
-
-def _ender(tracing: ClientTracing, span: Span, context: Any) -> Any:
-    def end(error: BaseException | None) -> None:
-        tracing._finish(span, context, error)
-
-    return end
+        self._end(span, error, CLIENT_ERRORS)
 
 
 def _peer_attributes(peer: str, attributes: dict[str, Any], prefix: str) -> None:
