@@ -22,8 +22,8 @@ another stream or the connection's unary calls:
 - the deadline (one for the whole stream) resets the stream with DEADLINE_EXCEEDED;
 - a frame that breaks a stream rule (data after the client's end, more than one request for a
   server stream, past its credit, an undecodable message, a second HEADER) resets the stream;
-- frames for a stream that is not open get an RST, unless it ended moments ago (late frames
-  of a stream the server finished are expected and dropped).
+- DATA, TRAILER and META for a stream that is not open get an RST, unless it ended moments
+  ago (late frames of a stream the server finished are expected and dropped).
 
 Streams do not pause reading when a connection reaches `max_calls_per_connection` (a paused
 connection would starve the streams' own frames): a stream over that limit, or over
@@ -161,10 +161,10 @@ def on_stream_frame(
 
                 cancel_call(calls[seq_id])
             return
-        if kind is FrameType.DATA and seq_id not in table.recent:
+        if seq_id not in table.recent:  # late frames of a stream that just ended: dropped
             message = f"stream {seq_id} is not open"
             _emit(host, conn, state, seq_id, rst_info(StatusCode.INVALID_ARGUMENT, message))
-        return  # TRAILER, META: late frames of an ended stream, or harmless
+        return
     end = stream.end
     lock = end.locked() if isinstance(end, SyncStreamEnd) else None
     if lock is not None:

@@ -30,6 +30,7 @@ from rpcpoll.protocol.frame import (
     encode_frame,
 )
 from rpcpoll.protocol.stream import (
+    credit_info,
     StreamEvent,
     data_info,
     open_info,
@@ -160,6 +161,17 @@ def test_data_for_a_stream_that_was_never_opened(with_neighbour: RawClient) -> N
     raw = with_neighbour
     raw.data(7, NOTE)
     assert_reset(raw.end_of(7), StatusCode.INVALID_ARGUMENT, "stream 7 is not open")
+    check_neighbours_work(raw)
+
+
+def test_a_half_close_or_credit_for_a_stream_that_was_never_opened(
+    with_neighbour: RawClient,
+) -> None:
+    raw = with_neighbour
+    raw.half_close(7)
+    assert_reset(raw.end_of(7), StatusCode.INVALID_ARGUMENT, "stream 7 is not open")
+    raw.stream(8, credit_info(4096))
+    assert_reset(raw.end_of(8), StatusCode.INVALID_ARGUMENT, "stream 8 is not open")
     check_neighbours_work(raw)
 
 
