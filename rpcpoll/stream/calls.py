@@ -16,7 +16,7 @@ Every call has `cancel()` (an RST to the server, whose handler is cancelled), `c
 `trailing_metadata()` (its TRAILER's). A stream that ends with a status other than OK raises
 that RpcError where the application next touches it (iteration, send, the response). Leaving
 a `with` block (or `async with`) before the end cancels the stream, and so does dropping a
-sync call that has not ended (a `for` loop left early).
+call that has not ended (a `for` or `async for` loop left early).
 
 `observe(on_message, on_end)` lets a middleware see each response and the end without
 wrapping the call (rpcpoll.middleware.observe_stream uses it): a client middleware returns the
@@ -280,6 +280,7 @@ class _AsyncCall(StreamCall):
         super().__init__(None, encode)
         self._opener = opener
         self._sender: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # where it opened
 
     @classmethod
     def opened(cls, end: AsyncStreamEnd, encode: Callable[[Any], bytes]) -> Any:
@@ -300,6 +301,7 @@ class _AsyncCall(StreamCall):
                     " must return the call it was given (see rpcpoll.middleware)"
                 )
             self._end, self._sender = inner._end, inner._sender
+            self._loop = asyncio.get_running_loop()
             self._observers[:0] = inner._observers  # what the middleware asked to observe
         return self._end
 
@@ -315,6 +317,19 @@ class _AsyncCall(StreamCall):
     async def __aexit__(self, *exc_info: object) -> None:
         if not self.done():
             self.cancel()
+
+    def __del__(self) -> None:
+        # Dropped before its end (an `async for` left early): cancel it on its loop, whatever
+        # thread the garbage collector runs on.
+        end, loop = getattr(self, "_end", None), getattr(self, "_loop", None)
+        if end is None or loop is None or end.error is not None or end.status is not None:
+            return
+        try:
+            loop.call_soon_threadsafe(end.cancel, StatusCode.CANCELLED, "the client dropped it")
+            if self._sender is not None:
+                loop.call_soon_threadsafe(self._sender.cancel)
+        except RuntimeError:
+            pass  # its loop is closed: so is its connection
 
 
 class AsyncServerStreamCall(_AsyncCall, Generic[Resp]):

@@ -66,6 +66,22 @@ def test_breaking_out_of_a_for_loop_cancels_the_stream(
     ended_cancelled(seen, how)
 
 
+def test_breaking_out_of_an_async_for_loop_cancels_the_stream(
+    server: Server, seen: Seen, handler_kind: str
+) -> None:
+    mode, how = WAITING[handler_kind]
+
+    async def main() -> None:
+        async with async_client(server) as client:
+            async for _feature in client.list_features(rectangle(1), metadata={"mode": mode}):
+                break
+            gc.collect()
+            await asyncio.get_running_loop().run_in_executor(None, seen.wait_ended)
+
+    run(main())
+    assert seen.ended == [(how, True)]
+
+
 def test_a_sync_bidi_handler_waiting_for_a_request_sees_the_cancel(
     sync_client: RouteGuideClient, seen: Seen, handler_kind: str
 ) -> None:

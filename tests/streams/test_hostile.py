@@ -30,8 +30,8 @@ from rpcpoll.protocol.frame import (
     encode_frame,
 )
 from rpcpoll.protocol.stream import (
-    credit_info,
     StreamEvent,
+    credit_info,
     data_info,
     open_info,
     parse_stream_frame,
