@@ -3,11 +3,25 @@ raise the project's own ProtocolError; nothing else, however malformed (hypothes
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 from hostile_testutil import call_frame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rpcpoll.protocol.frame import FrameReader, ProtocolError, decode_frame, parse_info
+from rpcpoll.protocol.frame import (
+    FrameReader,
+    FrameType,
+    IntKey,
+    ProtocolError,
+    decode_frame,
+    parse_info,
+)
+from rpcpoll.protocol.stream import parse_stream_frame
 from rpcpoll.transport.linkbuffer import LinkBuffer
 
 VALID = [
@@ -80,3 +94,36 @@ def test_random_header_info_parses_or_raises_protocol_error(info: bytes, limit: 
         parse_info(info, limit)
     except ProtocolError:
         pass
+
+
+@FUZZ
+@given(st.integers(0, 7), st.binary(max_size=300), st.binary(max_size=64))
+def test_random_stream_frames_parse_or_raise_protocol_error(
+    frame_type: int, rest: bytes, payload: bytes
+) -> None:
+    # an int-key block holding the frame type (key 27), then arbitrary bytes
+    key = int(IntKey.FRAME_TYPE).to_bytes(2, "big")
+    value = str(frame_type).encode()
+    info = bytes([0x00, 1]) + key + len(value).to_bytes(2, "big") + value + rest
+    for candidate in (info, rest):
+        try:
+            event = parse_stream_frame(5, candidate, payload, 8)
+        except ProtocolError:
+            continue
+        assert isinstance(event.kind, FrameType)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("atheris") is None, reason="atheris not installed")
+@pytest.mark.timeout(120)
+def test_coverage_guided_fuzzing_finds_no_crash() -> None:
+    """tests/hostile/fuzz_atheris.py for a bounded number of inputs (libFuzzer exits non-zero
+    on any exception other than the project's own errors)."""
+    script = Path(__file__).with_name("fuzz_atheris.py")
+    done = subprocess.run(
+        [sys.executable, str(script), "-runs=30000", "-seed=1"],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
