@@ -289,6 +289,50 @@ def test_counts_of_threads_that_ended_are_kept() -> None:
     metrics.close()
 
 
+def test_multiprocess_mode_flushes_what_changed_to_the_shared_files(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prometheus_client import values
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    # What a worker of `rpcpoll serve --workers N --metrics-port P` runs with.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue())
+    metrics = ServerMetrics(None, flush_interval=3600)  # flushed by hand below, then on close
+    shared = CollectorRegistry()
+    MultiProcessCollector(shared, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    context = CallContext("echo.EchoService", "Echo")
+
+    def fail(request: Any, context: Any) -> Any:
+        raise rpcpoll.NotFoundError(message="no")
+
+    try:
+        for _ in range(3):
+            metrics(1, context, lambda request, context: request)
+        with pytest.raises(rpcpoll.NotFoundError):
+            metrics(1, context, fail)
+        assert value(shared, "rpcpoll_server_started_total", **ECHO) == 0  # not flushed yet
+        metrics.flush()
+        assert value(shared, "rpcpoll_server_started_total", **ECHO) == 4
+        assert value(shared, "rpcpoll_server_handled_total", **ECHO, rpc_code="NOT_FOUND") == 1
+        assert value(shared, "rpcpoll_server_handling_seconds_count", **ECHO, rpc_code="OK") == 3
+        assert (
+            value(
+                shared, "rpcpoll_server_handling_seconds_bucket", **ECHO, rpc_code="OK", le="+Inf"
+            )
+            == 3
+        )
+        assert value(shared, "rpcpoll_server_calls_in_flight", **ECHO) == 0
+        metrics(1, context, lambda request, context: request)
+        metrics.close()  # the last flush adds only what changed since the first
+        assert value(shared, "rpcpoll_server_handled_total", **ECHO, rpc_code="OK") == 4
+        assert value(shared, "rpcpoll_server_handling_seconds_count", **ECHO, rpc_code="OK") == 4
+        assert 0 < value(shared, "rpcpoll_server_handling_seconds_sum", **ECHO, rpc_code="OK") < 1
+    finally:
+        metrics.close()
+        values.close_all_multiprocess_files()  # type: ignore[no-untyped-call]
+
+
 # ---------------------------------------------------------------------- the optional dependency
 
 
