@@ -57,7 +57,13 @@ from ..protocol.status import (
     ResourceExhaustedError,
     StatusCode,
 )
-from ..protocol.stream import DEFAULT_WINDOW, StreamReset, open_info, parse_stream_frame
+from ..protocol.stream import (
+    DEFAULT_WINDOW,
+    StreamReset,
+    data_info,
+    open_info,
+    parse_stream_frame,
+)
 from ..stream.core import StreamEnd, SyncStreamEnd
 from ..transport.connection import Connection, run_inline
 from ..transport.errors import TransportError, WriteTimeoutError
@@ -75,6 +81,7 @@ log = logging.getLogger("rpcpoll.client")
 _MAX_SEQ = 0x7FFFFFFF  # Kitex's seq ids are i32; 0 is reserved for control frames
 DEFAULT_MAX_CALLS = 128  # per connection; the server's default max_calls_per_connection too
 DEFAULT_MAX_UNSENT = 1024 * 1024
+_DATA_INFO = data_info()  # the header every DATA frame carries
 
 
 class _Call:
@@ -330,6 +337,24 @@ class MuxConnection:
 
     def _on_stream_frame(self, seq_id: int, info: bytes, payload: memoryview) -> None:
         """A frame of one of our streams (ProtocolError: the connection closes)."""
+        if info == _DATA_INFO:  # most frames: a message, whose header needs no parsing
+            stream = self._streams.get(seq_id)
+            if stream is None:
+                return  # a stream that ended here already
+            try:
+                message = stream.decode(payload)
+            except Exception:
+                pass  # the slow path below resets the stream, saying why
+            else:
+                end = stream.end
+                with end.locked():
+                    try:
+                        end.on_data(message, len(payload))
+                        return  # nothing to write: no kick
+                    except StreamReset as exc:
+                        end.reset(exc.code, exc.message)
+                end.kick()
+                return
         event = parse_stream_frame(seq_id, info, payload)
         stream = self._streams.get(seq_id)
         if stream is None:

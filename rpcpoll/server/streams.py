@@ -46,6 +46,7 @@ from ..protocol.status import RpcError, StatusCode
 from ..protocol.stream import (
     StreamEvent,
     StreamReset,
+    data_info,
     parse_stream_frame,
     response_header_info,
     rst_info,
@@ -63,6 +64,7 @@ __all__ = ["ServerStream", "StreamHost", "StreamTable"]
 log = logging.getLogger("rpcpoll.server")
 
 _RECENT = 256  # ended stream ids remembered per connection, to drop their late frames
+_DATA_INFO = data_info()  # the header every DATA frame carries
 
 
 class StreamTable:
@@ -143,11 +145,16 @@ def on_stream_frame(
 ) -> None:
     """A frame flagged FLAG_STREAMING, on the thread that reads `conn` (a ProtocolError for an
     unparseable one propagates: the connection closes)."""
-    event = parse_stream_frame(seq_id, info, payload, max_entries)
+    event: StreamEvent | None = None
+    if info == _DATA_INFO:  # most frames: a message, whose header needs no parsing
+        kind = FrameType.DATA
+    else:
+        event = parse_stream_frame(seq_id, info, payload, max_entries)
+        kind = event.kind
     table: StreamTable = state.streams
     stream = table.open.get(seq_id)
-    kind = event.kind
     if kind is FrameType.HEADER:
+        assert event is not None
         if stream is not None:
             _reset(stream, StatusCode.INVALID_ARGUMENT, f"stream {seq_id} was opened twice")
             return
@@ -176,21 +183,23 @@ def on_stream_frame(
             if stream.received > 1 and route.kind == "server_stream":
                 raise StreamReset(StatusCode.INVALID_ARGUMENT, "a server stream takes one request")
             try:
-                request = route.decode(event.payload)
+                request = route.decode(payload)
             except Exception:
                 try:
-                    request = route.request_type.from_bytes(event.payload)
+                    request = route.request_type.from_bytes(payload)
                 except DecodeError as exc:
                     raise StreamReset(
                         StatusCode.INVALID_ARGUMENT, f"cannot decode a request: {exc}"
                     ) from None
-            end.on_data(request, len(event.payload))
+            end.on_data(request, len(payload))
         elif kind is FrameType.TRAILER:
             end.on_end(None)
         elif kind is FrameType.META:
+            assert event is not None
             if event.credit:
                 end.on_credit(event.credit)
         elif kind is FrameType.RST:
+            assert event is not None
             end.on_reset(StatusCode.CANCELLED, event.message or "the client cancelled the stream")
             stream.cancel_handler()
     except StreamReset as exc:

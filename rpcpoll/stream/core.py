@@ -196,10 +196,17 @@ class SyncStreamEnd(StreamEnd):
     def __init__(self, stream_id: int, emit: Emit, kick: Kick, **options: Any) -> None:
         super().__init__(stream_id, emit, kick, **options)
         self._cv = threading.Condition(threading.Lock())
+        self._waiting = 0  # threads that may be in _wait: only then does a frame notify
 
     def _wake(self) -> None:
         # Called by the reader with the lock held (see `locked`), or under it here.
-        self._cv.notify_all()
+        if self._waiting:
+            self._waiting = 0  # every waiter is woken: the next frame need not notify
+            self._cv.notify_all()
+
+    def _wait(self, timeout: float | None) -> None:
+        self._waiting += 1  # (one that times out leaves it counted: one notify too many)
+        self._cv.wait(timeout)
 
     def locked(self) -> threading.Condition:
         """The lock the connection's reader holds while it calls `on_*`."""
@@ -219,7 +226,7 @@ class SyncStreamEnd(StreamEnd):
                     remaining = self._remaining()
                     if remaining is not None and remaining <= 0:
                         raise self._expired()
-                    self._cv.wait(remaining)
+                    self._wait(remaining)
         finally:
             self.kick()  # a credit grant, or the RST of an expired deadline
 
@@ -243,7 +250,7 @@ class SyncStreamEnd(StreamEnd):
                     remaining = self._remaining()
                     if remaining is not None and remaining <= 0:
                         raise self._expired()
-                    self._cv.wait(remaining)
+                    self._wait(remaining)
         finally:
             self.kick()
 

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
+import rpcpoll
 from rpcpoll import StatusCode
 from rpcpoll.examples.route_guide_rpc import (
     Feature,
@@ -264,3 +265,90 @@ def test_an_unparseable_stream_frame_closes_the_connection(
         assert fresh.unary(1).name == "feature 0 0"
     finally:
         fresh.close()
+
+
+# ------------------------------------------------------------------------------- hostile servers
+
+
+class RawServer:
+    """A server that reads a client's stream HEADER and answers with frames written by hand."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.peer: RawClient | None = None
+
+    def accept(self) -> RawClient:
+        """The client's connection, as a RawClient (it reads frames the same way)."""
+        self.listener.settimeout(READ_TIMEOUT)
+        sock, _ = self.listener.accept()
+        peer = RawClient.__new__(RawClient)
+        peer.sock, peer.buffer, peer.events, peer.replies = sock, bytearray(), [], {}
+        sock.settimeout(READ_TIMEOUT)
+        self.peer = peer
+        return peer
+
+    def close(self) -> None:
+        if self.peer is not None:
+            self.peer.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def raw_server() -> Iterator[RawServer]:
+    made = RawServer()
+    yield made
+    made.close()
+
+
+def opened_stream(raw_server: RawServer, client: Any) -> tuple[Any, RawClient, int]:
+    """A ListFeatures call of `client` to the raw server, and the stream id it opened."""
+    from rpcpoll.examples.route_guide_rpc import Rectangle
+
+    call = client.list_features(Rectangle())
+    peer = raw_server.accept()
+    header = peer.next_event_any((FrameType.HEADER,))
+    return call, peer, header.stream_id
+
+
+def _next_event_any(self: RawClient, kinds: tuple[FrameType, ...]) -> StreamEvent:
+    while True:
+        for index, event in enumerate(self.events):
+            if event.kind in kinds:
+                del self.events[index]
+                return event
+        self._read_one()
+
+
+RawClient.next_event_any = _next_event_any  # type: ignore[attr-defined]
+
+
+def test_a_client_resets_a_stream_whose_message_does_not_decode(raw_server: RawServer) -> None:
+    from rpcpoll.examples.route_guide_rpc import RouteGuideClient
+
+    with RouteGuideClient(raw_server.address, timeout=READ_TIMEOUT) as client:
+        call, peer, sid = opened_stream(raw_server, client)
+        peer.data(sid, b"\xc1 not msgpack")
+        with pytest.raises(rpcpoll.InternalError, match="cannot decode a message"):
+            next(call)
+        rst = peer.next_event(sid, (FrameType.RST,))  # (after the client's half-close)
+        assert_reset(rst, StatusCode.INTERNAL, "cannot decode a message")
+
+
+def test_a_client_resets_a_stream_whose_server_sends_past_its_credit(
+    raw_server: RawServer,
+) -> None:
+    from rpcpoll.examples.route_guide_rpc import RouteGuideClient
+
+    big = Feature(name="x" * 65536).to_bytes()
+    with RouteGuideClient(raw_server.address, timeout=READ_TIMEOUT) as client:
+        call, peer, sid = opened_stream(raw_server, client)
+        frames = bytearray()
+        for _ in range(20):  # 1.25 MiB, the client's window is 1 MiB and it reads nothing
+            append_frame(frames, FLAG_STREAMING, sid, data_info(), big)
+        peer.sock.sendall(frames)
+        rst = peer.next_event(sid, (FrameType.RST,))
+        assert_reset(rst, StatusCode.RESOURCE_EXHAUSTED, "past its credit")
+        with pytest.raises(rpcpoll.ResourceExhaustedError):
+            for _ in call:
+                pass
