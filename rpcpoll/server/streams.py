@@ -364,8 +364,12 @@ def _run_sync(stream: ServerStream) -> None:
 
 
 def _send_sync(stream: ServerStream, end: SyncStreamEnd, response: Any) -> None:
-    payload = _encode(stream, response)
-    _header(stream, end)
+    if response.__class__ is stream.route.response_type:  # the common case, inline
+        payload = response.to_bytes()
+    else:
+        payload = _encode(stream, response)
+    if not stream.context._header_sent:
+        _header(stream, end)
     end.send(payload)
 
 

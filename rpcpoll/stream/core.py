@@ -49,6 +49,8 @@ Emit = Callable[[bytes, "bytes | bytearray | memoryview"], None]
 #: Get the frames queued on the connection written.
 Kick = Callable[[], None]
 Payload = Any  # bytes or memoryview
+_DATA_INFO = data_info()
+_SENDING = (Phase.OPEN, Phase.REMOTE_CLOSED)  # the phases in which DATA may go
 
 
 class StreamEnd:
@@ -164,7 +166,7 @@ class StreamEnd:
     def _put(self, payload: bytes | bytearray | memoryview) -> None:
         """Send a message now (credit was checked)."""
         self.state.sent_data(len(payload))
-        self.emit(data_info(), payload)
+        self.emit(_DATA_INFO, payload)
 
     def _sent_end(self) -> None:
         self.state.sent_end()
@@ -195,7 +197,8 @@ class SyncStreamEnd(StreamEnd):
 
     def __init__(self, stream_id: int, emit: Emit, kick: Kick, **options: Any) -> None:
         super().__init__(stream_id, emit, kick, **options)
-        self._cv = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # the condition's: taken directly on the fast paths
+        self._cv = threading.Condition(self._lock)
         self._waiting = 0  # threads that may be in _wait: only then does a frame notify
 
     def _wake(self) -> None:
@@ -214,6 +217,25 @@ class SyncStreamEnd(StreamEnd):
 
     def receive(self) -> Payload | None:
         """The next message; None after the peer's last one. Raises the stream's error."""
+        lock = self._lock
+        lock.acquire()
+        if self.error is None and self.inbox:  # the common case: a message is waiting
+            try:
+                payload, size = self.inbox.popleft()
+                grant = self.state.consume(size)
+                if grant and not self.remote_done:
+                    self.emit(credit_info(grant), b"")
+                else:
+                    grant = 0
+            finally:
+                lock.release()
+            if grant:
+                self.kick()
+            return payload
+        lock.release()
+        return self._receive_waiting()
+
+    def _receive_waiting(self) -> Payload | None:
         try:
             with self._cv:
                 while True:
@@ -234,6 +256,26 @@ class SyncStreamEnd(StreamEnd):
         """Send a message once there is credit; False (nothing sent) when the peer has ended
         the stream (a client's end after the server's TRAILER). Raises the stream's error
         (reset, cancelled, deadline) or RuntimeError after this side ended."""
+        lock = self._lock
+        lock.acquire()
+        state = self.state
+        if (
+            state.send_credit > 0
+            and self.error is None
+            and state.phase in _SENDING
+            and (self.server_side or not self.remote_done)
+        ):  # the common case, as _send_waiting would do it
+            try:
+                state.send_credit -= len(payload) or 1
+                self.emit(_DATA_INFO, payload)
+            finally:
+                lock.release()
+            self.kick()
+            return True
+        lock.release()
+        return self._send_waiting(payload)
+
+    def _send_waiting(self, payload: bytes | bytearray | memoryview) -> bool:
         try:
             with self._cv:
                 while True:
