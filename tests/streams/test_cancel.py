@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from streams_testutil import WAIT, Seen, async_client, rectangle, run
+from streams_testutil import WAIT, Seen, async_client, rectangle, run, wait_until
 
 import rpcpoll
 from rpcpoll import StatusCode
@@ -226,8 +226,9 @@ def test_shutdown_lets_an_open_stream_finish_within_the_exit_wait(
         call = client.list_features(rectangle(3), metadata={"mode": "slow"})
         assert next(call).name
         thread, result = shutdown_in_thread(server, 5.0)
-        # New streams are refused while it drains; the open one goes on.
-        seen.wait_for(lambda s: s.started == 1)
+        wait_until(lambda: server._draining)
+        with pytest.raises(rpcpoll.ResourceExhaustedError, match="shutting down"):
+            list(client.list_features(rectangle(1)))  # new streams are refused while it drains
         seen.set_release()
         assert len(list(call)) == 2
         assert call.code is StatusCode.OK
