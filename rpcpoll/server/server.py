@@ -56,6 +56,7 @@ from ..protocol.frame import (
     FLAG_STREAMING,
     MAGIC,
     FrameReader,
+    FrameTooLargeError,
     ProtocolError,
     append_frame,
     check_fixed,
@@ -78,7 +79,14 @@ from ..transport.worker_pool import WorkerPool, default_pool
 from .aio import AsyncCall, LoopThread, ReplyOrder, cancel_call, new_loop, start_call
 from .dispatch import CachedCall, Dispatcher, Route
 from .limits import DEFAULT_LIMITS, ServerLimits, fd_capped
-from .streams import StreamHost, StreamTable, on_connection_closed, on_stream_frame, reset_all
+from .streams import (
+    StreamHost,
+    StreamTable,
+    on_connection_closed,
+    on_oversized_frame,
+    on_stream_frame,
+    reset_all,
+)
 
 if TYPE_CHECKING:
     from ssl import SSLContext
@@ -103,7 +111,7 @@ class _ConnState:
 
     __slots__ = (
         "calls", "flush_soon", "identity", "inflight", "lock", "order", "paused", "peer",
-        "pooled", "replies", "streams",
+        "pooled", "replies", "skipping", "streams",
     )  # fmt: skip
 
     def __init__(self, peer: str = "") -> None:
@@ -120,6 +128,7 @@ class _ConnState:
         self.identity: PeerIdentity | None = None  # the client's verified TLS identity
         self.streams = StreamTable()  # open streams (server/streams.py)
         self.flush_soon = False  # the event loop will send the queued replies (asyncio)
+        self.skipping = 0  # bytes still to skip of an oversized stream frame
 
 
 class Server(StreamHost):
@@ -422,16 +431,33 @@ class Server(StreamHost):
         try:
             with state.lock:
                 while len(out) <= self._max_unsent:  # else: flush first (backpressure)
+                    if state.skipping:  # the rest of an oversized stream frame
+                        skipped = min(state.skipping, len(reader))
+                        reader.skip(skipped)
+                        state.skipping -= skipped
+                        if state.skipping:
+                            break
+                        continue
                     view = reader.readable()
                     used = self._serve_frames(view, state, conn, out, extra, now)
                     if used:
                         reader.skip(used)
                         continue
                     # No whole frame at the start of this block: one that crosses into the
-                    # next block (read as one copy), or one that has not all arrived.
-                    if len(reader) < self._frames.pending_size(reader):
+                    # next block (read as one copy), one that has not all arrived, or one
+                    # over the size limit.
+                    try:
+                        pending = self._frames.pending_size(reader)
+                    except FrameTooLargeError:
+                        started = self._skip_oversized(reader, state, conn)
+                        if started is None:
+                            raise
+                        if started:
+                            continue
                         break
-                    whole = reader.next(self._frames.pending_size(reader))
+                    if len(reader) < pending:
+                        break
+                    whole = reader.next(pending)
                     self._serve_frames(whole, state, conn, out, extra, now)
                 reader.release()
                 writer = conn.writer()
@@ -480,6 +506,8 @@ class Server(StreamHost):
             end = pos + 4 + length
             body = pos + FIXED_SIZE + (words << 2)
             if magic != MAGIC or length > max_length or body > end or not words:
+                if flags & FLAG_STREAMING and length > max_length:
+                    break  # _on_request skips it and resets its stream
                 check_fixed(length, magic, words, max_length + 4, seq_id)  # raises what is wrong
             if end > size:
                 break
@@ -508,6 +536,25 @@ class Server(StreamHost):
             if len(out) > max_unsent:
                 break
         return pos
+
+    def _skip_oversized(self, reader: Any, state: _ConnState, conn: Connection) -> bool | None:
+        """The frame at the start of `reader` is over `max_frame_size`. A stream's frame is
+        skipped as its bytes arrive, unread and unbuffered, and only its stream is reset
+        (True; False while its header has not all arrived); anything else is None: the
+        connection closes, as nothing can tell which call it belonged to."""
+        length, _magic, flags, seq_id, words = FIXED_HEADER.unpack(reader.peek(FIXED_SIZE))
+        body = FIXED_SIZE + (words << 2)  # (the magic was checked before the size)
+        if not flags & FLAG_STREAMING or not words or body > self.limits.max_header_size:
+            return None
+        if len(reader) < body:
+            return False
+        info = bytes(reader.peek(body)[FIXED_SIZE:])
+        on_oversized_frame(
+            self, conn, state, seq_id, info, length + 4, self._max_frame,
+            self.limits.max_header_entries,
+        )  # fmt: skip
+        state.skipping = length + 4
+        return True
 
     def _serve_other(
         self,
@@ -739,17 +786,17 @@ class Server(StreamHost):
             except TransportError as exc:  # gone: its close callback resets its streams
                 log.debug("connection %r went away: %s", conn, exc)
 
-    def stream_admit(self, state: Any, on_thread: bool) -> str:
+    def stream_admit(self, state: Any, on_thread: bool) -> tuple[StatusCode, str] | None:
         if self._draining:
-            return "the server is shutting down"
+            return StatusCode.UNAVAILABLE, "the server is shutting down"
         if len(state.streams.open) >= self._max_conn_calls:
-            return _CONNECTION_FULL.format(self._max_conn_calls)
+            return StatusCode.RESOURCE_EXHAUSTED, _CONNECTION_FULL.format(self._max_conn_calls)
         if on_thread:
             with self._calls_lock:
                 if self._calls >= self._max_calls:
-                    return _OVERLOADED.format(self._max_calls)
+                    return StatusCode.RESOURCE_EXHAUSTED, _OVERLOADED.format(self._max_calls)
                 self._calls += 1
-        return ""
+        return None
 
     def stream_release(self, state: Any, on_thread: bool) -> None:
         if on_thread:

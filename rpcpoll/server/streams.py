@@ -27,7 +27,9 @@ another stream or the connection's unary calls:
 
 Streams do not pause reading when a connection reaches `max_calls_per_connection` (a paused
 connection would starve the streams' own frames): a stream over that limit, or over
-`max_calls` for a sync handler, is refused at once with RESOURCE_EXHAUSTED.
+`max_calls` for a sync handler, is refused at once with RESOURCE_EXHAUSTED; a stream opened
+while the server drains, with UNAVAILABLE (another server may take it). A frame over
+`max_frame_size` is skipped unread, and its stream reset with RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
@@ -97,8 +99,8 @@ class StreamHost:
         """Get the queued frames written (may block until the kernel takes them)."""
         raise NotImplementedError
 
-    def stream_admit(self, state: Any, on_thread: bool) -> str:
-        """Count a new stream in; "" if admitted, else why not (RESOURCE_EXHAUSTED)."""
+    def stream_admit(self, state: Any, on_thread: bool) -> tuple[StatusCode, str] | None:
+        """Count a new stream in; None if admitted, else the status that refuses it."""
         raise NotImplementedError
 
     def stream_release(self, state: Any, on_thread: bool) -> None:
@@ -211,6 +213,45 @@ def on_stream_frame(
     end.kick()
 
 
+def on_oversized_frame(
+    host: StreamHost,
+    conn: Any,
+    state: Any,
+    seq_id: int,
+    info: bytes,
+    size: int,
+    limit: int,
+    max_entries: int | None,
+) -> None:
+    """A stream frame of `size` bytes, over the server's `limit`, whose body the server skips
+    unread: its stream is reset with RESOURCE_EXHAUSTED (a HEADER's stream is refused); the
+    connection, its other streams and its unary calls go on."""
+    code = StatusCode.RESOURCE_EXHAUSTED
+    message = f"a stream frame of {size} bytes exceeds the server's limit of {limit}"
+    kind = FrameType.DATA
+    if info != _DATA_INFO:
+        kind = parse_stream_frame(seq_id, info, memoryview(b""), max_entries).kind
+    table: StreamTable = state.streams
+    stream = table.open.get(seq_id)
+    if stream is None:
+        if kind is FrameType.HEADER:
+            _refuse(host, conn, state, seq_id, code, message)
+        elif seq_id not in table.recent:
+            _emit(host, conn, state, seq_id, rst_info(code, message))
+        return
+    end = stream.end
+    lock = end.locked() if isinstance(end, SyncStreamEnd) else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        end.reset(code, message)
+        stream.cancel_handler()
+    finally:
+        if lock is not None:
+            lock.release()
+    end.kick()
+
+
 def _open(
     host: StreamHost,
     dispatcher: Any,
@@ -235,8 +276,8 @@ def _open(
         return
     on_thread = not route.is_async
     refused = host.stream_admit(state, on_thread)
-    if refused:
-        _refuse(host, conn, state, seq_id, StatusCode.RESOURCE_EXHAUSTED, refused)
+    if refused is not None:
+        _refuse(host, conn, state, seq_id, *refused)
         return
     deadline = None if event.timeout_ms is None else now + event.timeout_ms * 0.001
     identity: PeerIdentity | None = getattr(state, "identity", None)

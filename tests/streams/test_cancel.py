@@ -227,7 +227,7 @@ def test_shutdown_lets_an_open_stream_finish_within_the_exit_wait(
         assert next(call).name
         thread, result = shutdown_in_thread(server, 5.0)
         wait_until(lambda: server._draining)
-        with pytest.raises(rpcpoll.ResourceExhaustedError, match="shutting down"):
+        with pytest.raises(rpcpoll.UnavailableError, match="shutting down"):
             list(client.list_features(rectangle(1)))  # new streams are refused while it drains
         seen.set_release()
         assert len(list(call)) == 2

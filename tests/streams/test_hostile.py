@@ -5,6 +5,7 @@ frame that cannot be parsed closes the connection."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -354,20 +355,71 @@ def test_a_client_resets_a_stream_whose_server_sends_past_its_credit(
                 pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rpcpoll/server/server.py closes the connection on any frame over max_frame_size,"
-    " before the stream runtime sees it (reported: it should skip the frame and reset the"
-    " stream)",
-)
-def test_an_oversized_message_resets_only_its_stream(serve: Callable[..., Server]) -> None:
-    server = serve("sync", max_frame_size=64 * 1024)
+def test_an_oversized_message_resets_only_its_stream(
+    serve: Callable[..., Server], handler_kind: str
+) -> None:
+    server = serve(handler_kind, max_frame_size=64 * 1024)
     raw = RawClient(server.address)
     try:
         raw.open(1, "RouteChat", ECHO)
         raw.open(3, "RecordRoute", STALL)
         raw.data(3, b"\x80" + b"x" * 100_000)  # over the server's max_frame_size
-        assert_reset(raw.end_of(3), StatusCode.RESOURCE_EXHAUSTED, "")
+        assert_reset(raw.end_of(3), StatusCode.RESOURCE_EXHAUSTED, "exceeds the server's limit")
         check_neighbours_work(raw)
+    finally:
+        raw.close()
+
+
+def test_an_oversized_message_trickling_in_is_skipped_as_it_arrives(
+    serve: Callable[..., Server],
+) -> None:
+    """The reset goes out once the frame's header is in, before its body; the body is then
+    dropped piece by piece (never buffered whole), and the frame after it is read."""
+    server = serve("sync", max_frame_size=64 * 1024)
+    raw = RawClient(server.address)
+    try:
+        raw.open(1, "RouteChat", ECHO)
+        raw.open(3, "RecordRoute", STALL)
+        frame = bytearray()
+        append_frame(frame, FLAG_STREAMING, 3, data_info(), b"\x80" + b"x" * 300_000)
+        raw.sock.sendall(frame[:10])  # not even the whole fixed header
+        time.sleep(0.05)
+        raw.sock.sendall(frame[10:40])  # the header
+        assert_reset(raw.end_of(3), StatusCode.RESOURCE_EXHAUSTED, "300")
+        for start in range(40, len(frame), 7_000):
+            raw.sock.sendall(frame[start : start + 7_000])
+        check_neighbours_work(raw)
+    finally:
+        raw.close()
+
+
+def test_an_oversized_header_frame_is_refused_and_one_for_no_stream_is_reset(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve("async", max_frame_size=64 * 1024)
+    raw = RawClient(server.address)
+    try:
+        raw.open(1, "RouteChat", ECHO)
+        raw.stream(5, open_info("RouteChat", SERVICE), b"\x00" * 70_000)
+        end = raw.end_of(5)
+        assert end.kind is FrameType.TRAILER and end.status == StatusCode.RESOURCE_EXHAUSTED
+        raw.data(7, b"\x80" + b"x" * 70_000)  # a stream that was never opened
+        assert_reset(raw.end_of(7), StatusCode.RESOURCE_EXHAUSTED, "exceeds")
+        check_neighbours_work(raw)
+    finally:
+        raw.close()
+
+
+def test_an_oversized_unary_frame_still_closes_the_connection(
+    serve: Callable[..., Server],
+) -> None:
+    """Only a stream's frame names what to reset; an oversized call could be anything."""
+    server = serve("sync", max_frame_size=64 * 1024)
+    raw = RawClient(server.address)
+    try:
+        big = Frame(9, MessageType.CALL, "GetFeature", SERVICE, payload=b"\x00" * 70_000)
+        raw.sock.sendall(encode_frame(big))
+        with pytest.raises(ConnectionError):
+            raw.unary(10)
     finally:
         raw.close()
