@@ -205,8 +205,14 @@ async def rpcpoll_one_task(address: str, seconds: float) -> dict[str, float]:
 # --------------------------------------------------------------------------- the run
 
 
-def run_rep(rep: int, args: argparse.Namespace, tmp: Path, loadgen: Path) -> dict[str, Any]:
-    server_cpu, load_cpu = (0, 1) if len(os.sched_getaffinity(0)) >= 2 else (None, None)
+def run_rep(
+    rep: int,
+    args: argparse.Namespace,
+    tmp: Path,
+    loadgen: Path,
+    cpus: tuple[int | None, int | None],
+) -> dict[str, Any]:
+    server_cpu, load_cpu = cpus
     frame = capture_client_frame(128)
     results: dict[str, Any] = {}
     kinds = ["rpcpoll-async", "rpcpoll-sync", "grpc-aio"]
@@ -275,7 +281,10 @@ def main() -> None:
             import uvloop  # noqa: F401
         except ImportError:
             args.loop = "asyncio"
+    # Decided before this process pins itself to CPU 1: the servers it starts would inherit it.
+    cpus: tuple[int | None, int | None] = (None, None)
     if len(os.sched_getaffinity(0)) >= 2:
+        cpus = (0, 1)
         os.sched_setaffinity(0, {1})
     loadgen = build_loadgen()
     print(
@@ -290,7 +299,7 @@ def main() -> None:
             check=True,
         )  # fmt: skip
         sys.path.insert(0, str(tmp))
-        reps = [run_rep(i, args, tmp, loadgen) for i in range(args.reps)]
+        reps = [run_rep(i, args, tmp, loadgen, cpus) for i in range(args.reps)]
 
     def med(key: str, field: str) -> float:
         return statistics.median(rep[key][field] for rep in reps)

@@ -665,22 +665,25 @@ class Server(StreamHost):
             return
         assert self._aio_loop is not None
         slot = order.take() if ordered and order else None
-
-        def on_pending(call: AsyncCall) -> None:
-            if ordered and call.slot is None:
-                call.slot = order.take()  # none was pending: this one is next in line
-            state.calls[seq_id] = call
-            self._count_call(conn, state, +1, on_thread=False)
-
-        def on_done(call: AsyncCall, reply: bytearray | None) -> None:
-            if state.calls.pop(seq_id, None) is not None:
-                self._count_call(conn, state, -1, on_thread=False)
-            self._queue_reply(conn, state, call.slot, reply, on_loop=True)
-
         start_call(
             self.dispatcher, self._aio_loop, entry, seq_id, flags, payload, extra, now,
-            state.peer, state.identity, out, slot, oneway, on_pending, on_done,
+            state.peer, state.identity, out, slot, oneway, (conn, state),
+            self._on_async_pending, self._on_async_done,
         )  # fmt: skip
+
+    def _on_async_pending(self, call: AsyncCall) -> None:
+        """An async call suspended: it has a reply slot if in order, and counts as in flight."""
+        conn, state = call.owner
+        if call.slot is None and not call.flags & FLAG_OUT_OF_ORDER and not call.oneway:
+            call.slot = state.order.take()  # none was pending: this one is next in line
+        state.calls[call.seq_id] = call
+        self._count_call(conn, state, +1, on_thread=False)
+
+    def _on_async_done(self, call: AsyncCall, reply: bytearray | None) -> None:
+        conn, state = call.owner
+        if state.calls.pop(call.seq_id, None) is not None:
+            self._count_call(conn, state, -1, on_thread=False)
+        self._queue_reply(conn, state, call.slot, reply, on_loop=True)
 
     def _serve_on_pool(
         self,

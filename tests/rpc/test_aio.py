@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import socket
 import threading
 import time
@@ -194,6 +195,41 @@ def test_out_of_order_calls_are_answered_as_they_finish(
         sock.sendall(b"".join(encode_frame(frame) for frame in frames))
         order = [read_frame(sock).seq_id for _ in frames]
     assert order[-1] == 1 and sorted(order) == [1, 2, 3, 4, 5]
+
+
+REQUEST_TEXT: contextvars.ContextVar[str] = contextvars.ContextVar("request_text", default="")
+
+
+@pytest.mark.parametrize("new_loop", LOOPS, ids=LOOP_IDS)
+def test_an_async_handler_is_a_task_of_its_own_from_its_first_step(
+    rpctest: ModuleType, serve: Callable[..., Server], new_loop: Any
+) -> None:
+    """Calls start before the loop's next round (eagerly), yet each runs as a task: in its
+    first step and after suspending, `current_task()` is that task, `asyncio.timeout` works,
+    and a context variable it sets is its own."""
+    seen: list[tuple[bool, bool, str, str]] = []
+    timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
+
+    class Handler(rpctest.TestServiceAsyncHandler):  # type: ignore[misc, name-defined]
+        async def echo(self, request: Any, context: CallContext) -> Any:
+            task = asyncio.current_task()
+            before = REQUEST_TEXT.get()
+            REQUEST_TEXT.set(request.text)
+            if timeout is not None:
+                async with timeout(5.0):
+                    if request.text.startswith("suspend"):
+                        await asyncio.sleep(0.01)
+            elif request.text.startswith("suspend"):
+                await asyncio.wait_for(asyncio.sleep(0.01), 5.0)
+            after = asyncio.current_task()
+            seen.append((task is not None, task is after, before, REQUEST_TEXT.get()))
+            return rpctest.Resp(text=request.text)
+
+    server = serve(Handler(), uvloop=new_loop is not asyncio.new_event_loop)
+    with rpctest.TestServiceClient(server.address, timeout=5.0) as client:
+        texts = ["at once", "suspend 1", "at once again", "suspend 2"]
+        assert [client.echo(rpctest.Req(text=text)).text for text in texts] == texts
+    assert seen == [(True, True, "", text) for text in texts]
 
 
 def test_sync_and_async_handlers_share_a_server(
