@@ -55,8 +55,8 @@ from ..protocol.status import (
     ResourceExhaustedError,
     StatusCode,
 )
-from ..protocol.stream import DEFAULT_WINDOW, StreamReset, open_info, parse_stream_frame
-from ..stream.core import AsyncStreamEnd, StreamEnd
+from ..protocol.stream import DEFAULT_WINDOW, open_info, parse_stream_frame
+from ..stream.core import AsyncStreamEnd, StreamEnd, deliver_server_frame
 from ..transport.connection import Connection, run_inline
 from ..transport.errors import DialError, DialRefusedError, DialTimeoutError, TransportError
 from ..transport.loop_poller import LoopPoller
@@ -314,29 +314,7 @@ class AsyncMuxConnection:
         stream = self._streams.get(seq_id)
         if stream is None:
             return  # a stream that ended here already (its late frames are expected)
-        end = stream.end
-        kind = event.kind
-        try:
-            if kind is FrameType.DATA:
-                try:
-                    message = stream.decode(event.payload)
-                except Exception as exc:
-                    raise StreamReset(
-                        StatusCode.INTERNAL, f"cannot decode a message from the server: {exc}"
-                    ) from None
-                end.on_data(message, len(event.payload))
-            elif kind is FrameType.HEADER:
-                end.on_header(event.metadata, event.window)
-            elif kind is FrameType.TRAILER:
-                status = StatusCode.OK if event.status is None else event.status
-                end.on_end(status, event.message, event.metadata)
-            elif kind is FrameType.META:
-                if event.credit:
-                    end.on_credit(event.credit)
-            elif kind is FrameType.RST:
-                end.on_reset(event.status or StatusCode.CANCELLED, event.message)
-        except StreamReset as exc:
-            end.reset(exc.code, exc.message)
+        deliver_server_frame(stream.end, event, stream.decode)
 
     def _on_control(self, info: bytes) -> None:
         refused = refusal_of(info)

@@ -45,7 +45,6 @@ from ..protocol.frame import (
     FLAG_STREAMING,
     FrameReader,
     FrameTooLargeError,
-    FrameType,
     ProtocolError,
     RequestTemplate,
     append_frame,
@@ -64,7 +63,7 @@ from ..protocol.stream import (
     open_info,
     parse_stream_frame,
 )
-from ..stream.core import StreamEnd, SyncStreamEnd
+from ..stream.core import StreamEnd, SyncStreamEnd, deliver_server_frame
 from ..transport.connection import Connection, run_inline
 from ..transport.errors import TransportError, WriteTimeoutError
 from ..transport.tls_connection import TLSConnection
@@ -360,29 +359,8 @@ class MuxConnection:
         if stream is None:
             return  # a stream that ended here already (its late frames are expected)
         end = stream.end
-        kind = event.kind
         with end.locked():
-            try:
-                if kind is FrameType.DATA:
-                    try:
-                        message = stream.decode(event.payload)
-                    except Exception as exc:
-                        raise StreamReset(
-                            StatusCode.INTERNAL, f"cannot decode a message from the server: {exc}"
-                        ) from None
-                    end.on_data(message, len(event.payload))
-                elif kind is FrameType.HEADER:
-                    end.on_header(event.metadata, event.window)
-                elif kind is FrameType.TRAILER:
-                    status = StatusCode.OK if event.status is None else event.status
-                    end.on_end(status, event.message, event.metadata)
-                elif kind is FrameType.META:
-                    if event.credit:
-                        end.on_credit(event.credit)
-                elif kind is FrameType.RST:
-                    end.on_reset(event.status or StatusCode.CANCELLED, event.message)
-            except StreamReset as exc:
-                end.reset(exc.code, exc.message)
+            deliver_server_frame(end, event, stream.decode)
         end.kick()
 
     def _on_control(self, info: bytes) -> None:

@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..protocol.frame import FrameType
 from ..protocol.status import (
     CancelledError,
     DeadlineExceededError,
@@ -35,6 +36,7 @@ from ..protocol.status import (
 from ..protocol.stream import (
     DEFAULT_WINDOW,
     Phase,
+    StreamEvent,
     StreamReset,
     StreamState,
     credit_info,
@@ -42,7 +44,7 @@ from ..protocol.stream import (
     rst_info,
 )
 
-__all__ = ["AsyncStreamEnd", "Emit", "StreamEnd", "SyncStreamEnd"]
+__all__ = ["AsyncStreamEnd", "Emit", "StreamEnd", "SyncStreamEnd", "deliver_server_frame"]
 
 #: Queue one frame of this stream on its connection: (header info, payload).
 Emit = Callable[[bytes, "bytes | bytearray | memoryview"], None]
@@ -181,6 +183,34 @@ class StreamEnd:
 
     def _wake(self) -> None:
         raise NotImplementedError
+
+
+def deliver_server_frame(end: StreamEnd, event: StreamEvent, decode: Callable[[Any], Any]) -> None:
+    """A client's end takes a frame of its server (`decode` turns DATA into a message); a
+    frame that breaks the stream's rules resets it. Both clients' readers call this, the
+    sync one holding `end.locked()`."""
+    kind = event.kind
+    try:
+        if kind is FrameType.DATA:
+            try:
+                message = decode(event.payload)
+            except Exception as exc:
+                raise StreamReset(
+                    StatusCode.INTERNAL, f"cannot decode a message from the server: {exc}"
+                ) from None
+            end.on_data(message, len(event.payload))
+        elif kind is FrameType.HEADER:
+            end.on_header(event.metadata, event.window)
+        elif kind is FrameType.TRAILER:
+            status = StatusCode.OK if event.status is None else event.status
+            end.on_end(status, event.message, event.metadata)
+        elif kind is FrameType.META:
+            if event.credit:
+                end.on_credit(event.credit)
+        elif kind is FrameType.RST:
+            end.on_reset(event.status or StatusCode.CANCELLED, event.message)
+    except StreamReset as exc:
+        end.reset(exc.code, exc.message)
 
 
 def _error(code: int, message: str) -> RpcError:
