@@ -419,7 +419,16 @@ class Server(StreamHost):
         loop.call_soon_threadsafe(cancel_all)
 
     def _is_busy(self, state: Any, conn: Connection) -> bool:
-        return isinstance(state, _ConnState) and (state.inflight > 0 or bool(state.streams.open))
+        """Whether shutdown must leave the connection open: a call or stream in flight, or a
+        reply queued and not yet handed to the connection (a call counts out after its reply
+        is queued, so one of them is always seen)."""
+        return isinstance(state, _ConnState) and bool(
+            state.inflight
+            or state.streams.open
+            or state.replies
+            or state.flush_soon
+            or state.lock.locked()  # a flusher holds replies on their way to the socket
+        )
 
     def _on_request(self, state: _ConnState, conn: Connection) -> None:
         reader = conn.reader()
@@ -680,10 +689,12 @@ class Server(StreamHost):
         self._count_call(conn, state, +1, on_thread=False)
 
     def _on_async_done(self, call: AsyncCall, reply: bytearray | None) -> None:
+        # Queued before it counts out (shutdown closes a connection with neither); it goes
+        # out in the loop's next round, after the count.
         conn, state = call.owner
+        self._queue_reply(conn, state, call.slot, reply, on_loop=True)
         if state.calls.pop(call.seq_id, None) is not None:
             self._count_call(conn, state, -1, on_thread=False)
-        self._queue_reply(conn, state, call.slot, reply, on_loop=True)
 
     def _serve_on_pool(
         self,
@@ -713,10 +724,15 @@ class Server(StreamHost):
                 state.identity,
                 oneway,
             )
-        finally:
+        except BaseException:
             self._count_call(conn, state, -1)
+            raise
+        # Queued, counted out, then sent: shutdown never finds the call in neither state (it
+        # would close the connection), and its client never sees the reply while it counts.
+        self._enqueue_reply(state, slot, reply)
+        self._count_call(conn, state, -1)
         try:
-            self._queue_reply(conn, state, slot, reply)
+            self._flush_replies(conn, state)
         except ProtocolError as exc:
             log.warning("closing %r: %s", conn, exc)
             conn.close()
@@ -735,10 +751,21 @@ class Server(StreamHost):
         send what is queued unless another thread is sending. On the event loop (`on_loop`),
         the send waits for the loop's next round: every call that ends in this round joins
         one `sendmsg` (each would otherwise make its own)."""
+        self._enqueue_reply(state, slot, reply)
+        self._flush_replies(conn, state, on_loop)
+
+    @staticmethod
+    def _enqueue_reply(
+        state: _ConnState, slot: list[Any] | None, reply: bytes | bytearray | None
+    ) -> None:
+        """Queue a reply (an in-order one with those its turn releases); nothing is sent."""
         if slot is not None:
             state.replies.extend(state.order.complete(slot, reply))
         elif reply:
             state.replies.append(reply)
+
+    def _flush_replies(self, conn: Connection, state: _ConnState, on_loop: bool = False) -> None:
+        """Send the queued replies now, or (`on_loop`) in the event loop's next round."""
         if not state.replies:
             return
         if on_loop:
@@ -865,9 +892,9 @@ class Server(StreamHost):
                 self.dispatcher.call(
                     entry, seq_id, flags, payload, reply, extra, now, state.peer, state.identity
                 )
+            state.replies.append(reply)  # queued, counted out, sent: see _serve_on_pool
             counted = False
             self._end_out_of_order(conn, state)
-            state.replies.append(reply)
             self._send_replies(conn, state)
         except ProtocolError as exc:
             log.warning("closing %r: %s", conn, exc)

@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from testutil import wait_until
 
 import rpcpoll
 from rpcpoll.protocol.frame import (
@@ -291,7 +292,9 @@ def test_a_handler_that_blocks_the_loop_delays_only_its_own_server(
         stuck.join(5)
 
 
-def test_graceful_shutdown_drains_async_calls(rpctest: ModuleType, async_handler: Any) -> None:
+def test_graceful_shutdown_drains_async_calls(
+    rpctest: ModuleType, async_handler: Any, seen: Seen
+) -> None:
     server = Server("127.0.0.1:0", async_handler)
     server.start()
     results: list[str] = []
@@ -300,18 +303,58 @@ def test_graceful_shutdown_drains_async_calls(rpctest: ModuleType, async_handler
     def call(i: int) -> None:
         try:
             with rpctest.TestServiceClient(server.address, timeout=5.0) as client:
-                results.append(client.sleep(rpctest.Req(text=str(i), sleep_ms=300)).text)
+                results.append(client.sleep(rpctest.Req(text=str(i), sleep_ms=500)).text)
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(10)]
     for t in threads:
         t.start()
-    time.sleep(0.15)  # the calls are waiting in their handlers
+    # Every call is in its handler first: what is drained is calls in flight. A connection
+    # still idle 100 ms after the server stops accepting is closed, so a slow thread's
+    # request could meet a closed connection (as with Kitex, which waits as long).
+    wait_until(lambda: len(seen.started) == 10, 5, "every call to be in its handler")
     assert server.shutdown(5.0) is True
     for t in threads:
         t.join(5)
     assert not errors and sorted(results) == sorted(str(i) for i in range(10))
+
+
+def test_shutdown_keeps_a_connection_open_until_its_queued_reply_is_sent(
+    rpctest: ModuleType, async_handler: Any, seen: Seen
+) -> None:
+    """An async call's reply goes out in the loop's next round; the call no longer counts by
+    then. Here the loop is held in between (by work scheduled before that round) while the
+    server shuts down: the connection must stay open until the reply is written."""
+
+    class HoldsTheLoopAfterReturning(type(async_handler)):  # type: ignore[misc]
+        async def sleep(self, request: Any, context: CallContext) -> Any:
+            seen.started.append(request.text)
+            await asyncio.sleep(request.sleep_ms / 1000)
+            # A task's done callbacks run a round after it ends (the server's one counts the
+            # call out and queues its reply, to be flushed a round later); this blocking sleep
+            # is queued in that same round just before it, so it runs before the flush.
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, time.sleep, 0.5)
+            return rpctest.Resp(text=request.text)
+
+    server = Server("127.0.0.1:0", HoldsTheLoopAfterReturning())
+    server.start()
+    outcome: list[Any] = []
+
+    def call() -> None:
+        with rpctest.TestServiceClient(server.address, timeout=5.0) as client:
+            try:
+                outcome.append(client.sleep(rpctest.Req(text="held", sleep_ms=300)).text)
+            except rpcpoll.RpcError as exc:
+                outcome.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    wait_until(lambda: seen.started, 5, "the call to be in its handler")
+    assert server.shutdown(5.0) is True  # its 100 ms grace ends while the call sleeps
+    caller.join(5)
+    assert outcome == ["held"]
 
 
 @pytest.mark.parametrize("new_loop", LOOPS, ids=LOOP_IDS)
