@@ -799,10 +799,8 @@ class Server(StreamHost):
             resume = step < 0 and state.paused and state.inflight < limit
             if pause or resume:
                 state.paused = pause
-        if pause:
-            conn.pause_reading()
-        elif resume:
-            conn.resume_reading()
+        if pause or resume:
+            _apply_paused(conn, state)
 
     # ------------------------------------------------------------------ streams (StreamHost)
 
@@ -857,7 +855,7 @@ class Server(StreamHost):
             if pause:
                 state.paused = True
         if pause:
-            conn.pause_reading()
+            _apply_paused(conn, state)
         return True
 
     def _end_out_of_order(self, conn: Connection, state: _ConnState) -> None:
@@ -868,7 +866,7 @@ class Server(StreamHost):
             if resume:
                 state.paused = False
         if resume:
-            conn.resume_reading()
+            _apply_paused(conn, state)
 
     def _serve_out_of_order(
         self, conn: Connection, state: _ConnState, raw: tuple[int, int, bytes, memoryview]
@@ -927,6 +925,25 @@ class Server(StreamHost):
         replies = state.replies
         while replies:
             writer.write_binary(replies.popleft())  # copied if small, else linked
+
+
+def _apply_paused(conn: Connection, state: _ConnState) -> None:
+    """Make the connection's reading follow `state.paused` (decided under the calls lock).
+
+    The call that decided may lose the race to apply: a pause decided just before a resume
+    could reach the connection after it, and leave reading paused for good with no call left
+    to resume it (a client with max_calls_per_connection calls in flight then hangs). So each
+    decider applies the latest decision and applies again if it changed meanwhile: whoever
+    applies last has applied the final one.
+    """
+    while True:
+        paused = state.paused
+        if paused:
+            conn.pause_reading()
+        else:
+            conn.resume_reading()
+        if state.paused is paused:
+            return
 
 
 def _with_plaintext_refusal(tls: ServerTLS) -> ServerTLS:

@@ -22,6 +22,7 @@ from rpcpoll.protocol.frame import (
 )
 from rpcpoll.protocol.status import StatusCode
 from rpcpoll.server import Server
+from rpcpoll.transport.connection import Connection
 
 EXHAUSTED = StatusCode.RESOURCE_EXHAUSTED
 
@@ -240,3 +241,34 @@ def test_a_refusal_frame_round_trips() -> None:
     frame = decode_frame(refusal_frame(int(EXHAUSTED), "no"))
     assert frame.seq_id == 0 and frame.status == EXHAUSTED and frame.status_message == "no"
     assert encode_frame(frame) == refusal_frame(int(EXHAUSTED), "no")
+
+
+def test_a_connection_at_its_call_limit_is_read_again_whenever_a_call_ends(
+    serve: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four calls kept in flight against max_calls_per_connection=2: reading pauses at the
+    limit on the poller's thread and resumes as a call ends on a worker's. A pause that
+    reached the connection after the resume that followed it stopped reading for good (seen
+    under bench_aio: calls hung until their deadline, the server's receive queue full).
+    Pauses are slowed down here so that resumes overtake them."""
+    pause_reading = Connection.pause_reading
+
+    def slow_pause_reading(conn: Connection) -> None:
+        time.sleep(0.0005)
+        pause_reading(conn)
+
+    monkeypatch.setattr(Connection, "pause_reading", slow_pause_reading)
+    server = serve(max_calls_per_connection=2)
+    with socket.create_connection(host_port(server.address)) as sock:
+        sock.settimeout(5)
+        sock.sendall(b"".join(call_frame(seq, out_of_order=True) for seq in range(1, 5)))
+        answered = 0
+        for seq in range(5, 1005):
+            frame = read_frame(sock)  # a connection no longer read: socket.timeout
+            assert frame is not None
+            if frame.message_type is MessageType.EXCEPTION:  # shed: read in the same batch
+                assert frame.status == EXHAUSTED
+            else:
+                answered += 1
+            sock.sendall(call_frame(seq, out_of_order=True))
+        assert answered > 500
