@@ -488,6 +488,31 @@ def test_a_thousand_tasks_share_a_few_connections(
     assert run(main(), new_loop) == [str(i) for i in range(1000)]
 
 
+def test_the_ring_grows_only_when_every_connection_is_half_full(
+    rpctest: ModuleType, aserver: Server
+) -> None:
+    """A connection's batch costs one send and one receive whatever its size: calls share
+    one connection up to half of max_calls_per_connection waiting, then the ring grows."""
+
+    async def main() -> None:
+        async with rpctest.TestServiceAsyncClient(
+            aserver.address, timeout=10.0, max_calls_per_connection=20
+        ) as aclient:
+
+            async def wave(calls: int) -> int:
+                requests = [rpctest.Req(text=str(i), sleep_ms=300) for i in range(calls)]
+                waiting = asyncio.gather(*(aclient.sleep(request) for request in requests))
+                await asyncio.sleep(0.15)  # every call is waiting now
+                connections = len(aserver.connections())
+                await waiting
+                return connections
+
+            assert await wave(10) == 1
+            assert await wave(25) == 2  # the 11th call dialed; those after it waited for it
+
+    run(main())
+
+
 def test_cancelling_the_task_cancels_the_call_on_the_server(
     rpctest: ModuleType, aserver: Server, seen: Seen
 ) -> None:
@@ -527,6 +552,41 @@ def test_an_async_deadline_raises_deadline_exceeded_on_both_sides(
                 await asyncio.sleep(0.01)
             assert seen.cancelled == ["late"]
             assert (await aclient.echo(rpctest.Req(text="next"))).text == "next"
+
+    run(main())
+
+
+def test_calls_on_one_connection_expire_each_at_its_own_deadline(
+    rpctest: ModuleType, aserver: Server, seen: Seen
+) -> None:
+    """Deadlines of one connection share a timer armed for the earliest: a shorter deadline
+    that comes later still fires first, a call that ended is never failed, and calls without
+    a deadline wait on."""
+
+    async def main() -> None:
+        async with rpctest.TestServiceAsyncClient(aserver.address, mux=1) as aclient:
+            started = time.monotonic()
+            failed_at: dict[str, float] = {}
+
+            async def call(text: str, timeout: float | None, sleep_ms: int = 5000) -> str:
+                try:
+                    request = rpctest.Req(text=text, sleep_ms=sleep_ms)
+                    return str((await aclient.sleep(request, timeout=timeout)).text)
+                except rpcpoll.DeadlineExceededError:
+                    failed_at[text] = time.monotonic() - started
+                    return "expired"
+
+            patient = asyncio.ensure_future(call("patient", None, sleep_ms=1200))
+            results = await asyncio.gather(
+                call("long", 0.9), call("done", 0.5, sleep_ms=50), call("short", 0.2),
+                call("middle", 0.5),
+            )  # fmt: skip
+            assert results == ["expired", "done", "expired", "expired"]
+            assert 0.2 <= failed_at["short"] < failed_at["middle"] < failed_at["long"]
+            assert failed_at["middle"] >= 0.5 and failed_at["long"] >= 0.9
+            assert failed_at["long"] < 0.9 + 0.5
+            assert await patient == "patient"
+            assert len(aserver.connections()) == 1
 
     run(main())
 
