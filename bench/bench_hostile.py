@@ -474,6 +474,8 @@ def sigterm(runs: int = 10, clients: int = 20) -> None:
                             with lock:
                                 lost.append("EOF")
                             break
+                        if reply.seq_id == 0:  # the server's goodbye: the request was not read
+                            break
                         with lock:
                             answered[0] += 1
                         if CONNECTION_RESET_KEY in reply.metadata:

@@ -251,6 +251,7 @@ class Server(StreamHost):
             refusal=refusal_frame(
                 int(code), f"too many connections (the server's limit is {limits.max_connections})"
             ),
+            goodbye=refusal_frame(int(StatusCode.UNAVAILABLE), "the server is shutting down"),
             max_unsent=limits.max_unsent_bytes,
             max_unread=limits.max_unread_bytes,
             partial_timeout=limits.frame_timeout,
@@ -347,8 +348,10 @@ class Server(StreamHost):
         The listener closes first (connections that completed their handshake are served:
         transport/eventloop.py, "Stopping"), and only then do replies tell clients not to reuse
         their connection, so a client that obeys at once is refused at connect time instead of
-        landing in a backlog that is about to be reset. Waits up to `timeout` seconds (default
-        `exit_wait`); returns whether every call finished in time.
+        landing in a backlog that is about to be reset. Idle connections get a goodbye frame
+        and a FIN and close when their client does (docs/protocol.md): a request that crossed
+        the goodbye is dropped unread, and its client knows it was never read. Waits up to
+        `timeout` seconds (default `exit_wait`); returns whether every call finished in time.
         """
         timeout = self.exit_wait if timeout is None else timeout
         deadline = time.monotonic() + timeout

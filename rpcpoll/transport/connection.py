@@ -98,6 +98,13 @@ class _Closing(enum.IntEnum):
     USER = 2  # close() or detach() was called
 
 
+def _discard_input(_ctx: Any, conn: Connection) -> None:
+    """The request handler of a connection that said goodbye: input is dropped unread."""
+    reader = conn.reader()
+    reader.skip(len(reader))
+    reader.release()
+
+
 def run_inline(task: Callable[[], object]) -> None:
     """A runner that runs the task on the calling thread (the poller, for events)."""
     task()
@@ -633,6 +640,48 @@ class Connection:
             self._registered = False
             self._poller.unregister(self._fd)
         self._try_finish()
+
+    def say_goodbye(self, data: bytes) -> bool:
+        """The first half of a graceful close (a server stopping), for a connection with no
+        request in hand: send `data` (a message saying so), then half-close (FIN); from then
+        on, input is discarded unread. The peer reads `data`, knows that nothing it sends from
+        now on is read, and closes; this connection closes when the peer's FIN arrives, or
+        when the caller calls `close()`. A request that crossed `data` on the wire is dropped
+        unread, never half-served, which is what lets a client retry it safely.
+
+        Returns False, and does nothing, if a request is being handled or has arrived, or if
+        `data` does not fit in the socket's send buffer at once (the caller closes as before).
+        """
+        if not self._processing.acquire(blocking=False):
+            return False
+        said = False
+        try:
+            if (
+                self._closing is _Closing.OPEN
+                and not len(self._input)
+                and not self._draining
+                and not self._output.malloc_len()
+            ):
+                said = self._send_goodbye(data)
+                if said:
+                    self._output._seal_writes("the connection said goodbye")
+                    self._on_request = _discard_input
+        finally:
+            self._processing.release()
+        if len(self._input):
+            self._schedule()  # bytes the poller could not hand over while we held the lock
+        return said
+
+    def _send_goodbye(self, data: bytes) -> bool:
+        """Send `data` in one non-blocking send and shut the write side; False if it did not
+        all fit (nothing is shut then)."""
+        try:
+            if self._sock.send(data) != len(data):
+                return False
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return False
+        return True
 
     def detach(self) -> socket.socket:
         """Stop driving the socket: run the close callbacks but leave the socket open.

@@ -26,7 +26,13 @@ Stopping. `stop_accepting()` first stops the kernel from completing new handshak
 listener (a drop-all socket filter: a client's SYN goes unanswered, and once the listener is
 closed its retry is refused), then accepts and serves what is already in the backlog, then
 closes the listener. A client that completed its handshake is therefore served, never reset
-with its request unread, and a client arriving later is refused at connect time.
+with its request unread, and a client arriving later is refused at connect time. `shutdown()`
+then closes connections as they become idle; with `goodbye` (bytes the protocol's clients
+read as "nothing you send from now on is read"), in two halves, like HTTP/2's GOAWAY: the
+goodbye and a FIN first, the close when the peer closes too (or `goodbye_grace` seconds
+later). A request already on the wire when the server decides a connection is idle is then
+dropped unread and its client told so, instead of meeting a reset that leaves it unsure
+whether the request ran (plaintext connections; a TLS one is closed at once).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from .budget import PartialBudget
 from .connection import Connection, OnRequest, Runner, run_inline
+from .errors import ConnectionClosedError
 from .net import Listener, convert_listener
 from .poll_backend import READABLE
 from .poller import Poller, manager
@@ -86,6 +93,8 @@ class EventLoop:
         is_busy: Callable[[Any, Connection], bool] | None = None,
         max_connections: int | None = None,
         refusal: bytes = b"",
+        goodbye: bytes = b"",
+        goodbye_grace: float = 0.5,
         max_unsent: int | None = None,
         max_unread: int | None = None,
         partial_timeout: float | None = None,
@@ -109,6 +118,9 @@ class EventLoop:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
         self.max_connections = max_connections
         self.refusal = refusal
+        self.goodbye = goodbye
+        self.goodbye_grace = goodbye_grace
+        self._farewells: dict[Connection, float] = {}  # said goodbye -> when to close anyway
         self.refused = 0  # connections refused by max_connections (or out of fds)
         self.max_unsent = max_unsent
         self.max_unread = max_unread
@@ -165,21 +177,27 @@ class EventLoop:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         self.stop_accepting()
+        farewells = self._farewells
         try:
             while True:
                 busy = 0
+                now = time.monotonic()
+                expired = deadline is not None and now >= deadline
                 for conn in self.connections():
                     if not conn.is_active():
                         continue  # closing: its callbacks will forget it
-                    if _is_idle(conn) and not (
+                    if conn in farewells:  # waiting for its peer to close
+                        if expired or now >= farewells[conn]:
+                            conn.close()
+                    elif _is_idle(conn) and not (
                         self._is_busy is not None and self._is_busy(conn.context, conn)
                     ):
-                        conn.close()
+                        self._say_goodbye(conn, now)
                     else:
                         busy += 1
                 if busy == 0 and not self.connections():
                     return True
-                if deadline is not None and time.monotonic() >= deadline:
+                if expired:
                     return False
                 pause = min(0.1, max(0.005, busy * 0.001))
                 if deadline is not None:
@@ -187,6 +205,20 @@ class EventLoop:
                 time.sleep(pause)
         finally:
             self._stopped.set()
+
+    def _say_goodbye(self, conn: Connection, now: float) -> None:
+        """Close an idle connection at shutdown. With `goodbye`, in two halves: send it and
+        half-close, then close when the peer does (at most `goodbye_grace` later), so that a
+        request the peer wrote before reading it is dropped unread rather than reset, and the
+        peer knows it was never read. Without (or where it cannot be sent), close at once."""
+        if self.goodbye and conn.say_goodbye(self.goodbye):
+            self._farewells[conn] = now + self.goodbye_grace
+            try:
+                conn.add_close_callback(lambda _conn: self._farewells.pop(conn, None))
+            except ConnectionClosedError:  # the peer was quick: it has closed already
+                self._farewells.pop(conn, None)
+        else:
+            conn.close()
 
     # ------------------------------------------------------------------ accepting
 

@@ -515,6 +515,11 @@ class TLSConnection(Connection):
                 pass
         self._close_after_discarding()
 
+    def _send_goodbye(self, data: bytes) -> bool:
+        # A goodbye would have to go through the TLS session and end with close_notify before
+        # the FIN; a TLS connection that is idle at shutdown is closed as before instead.
+        return False
+
     def _close_after_discarding(self) -> None:
         """Close without a reset: drop what the peer sent (bounded), end our side with a FIN
         after the bytes queued for it (an alert, a refusal), then close."""

@@ -13,9 +13,11 @@ import time
 from collections.abc import Callable
 
 import pytest
-from hostile_testutil import ServeProcess, call_frame, host_port, read_frame
+from hostile_testutil import Gate, ServeProcess, call_frame, host_port, read_frame
 
 from rpcpoll.protocol.frame import CONNECTION_RESET_KEY, MessageType
+from rpcpoll.protocol.status import StatusCode
+from rpcpoll.server import Server
 
 CLIENTS = 20
 
@@ -51,6 +53,10 @@ class RawClient(threading.Thread):
                     if frame is None:
                         self.lost.append(f"seq {seq}: EOF before the reply")
                         break
+                    if frame.seq_id == 0:  # the server's goodbye: our request was not read
+                        assert CONNECTION_RESET_KEY in frame.metadata, frame
+                        self.refused += 1
+                        return
                     assert frame.message_type is MessageType.REPLY and frame.seq_id == seq
                     self.answered += 1
                     if CONNECTION_RESET_KEY in frame.metadata:
@@ -74,3 +80,31 @@ def test_sigterm_under_reconnecting_clients_loses_no_request(
     assert not lost, lost
     assert sum(client.answered for client in clients) > 100
     assert sum(client.refused for client in clients) == CLIENTS
+
+
+def test_an_idle_connection_is_told_goodbye_and_a_request_crossing_it_never_runs(
+    serve: Callable[..., Server], gate: Gate
+) -> None:
+    """Shutdown closes an idle connection in two halves: a control frame saying the server is
+    going (UNAVAILABLE, crrst: clients read it as "your requests were not read") and a FIN,
+    then the close when the client closes. A request the client wrote before reading it
+    crossed it on the wire: it never runs, and the connection is not reset under it."""
+    server = serve()
+    with socket.create_connection(host_port(server.address), timeout=5) as sock:
+        sock.sendall(call_frame(1, "before"))
+        reply = read_frame(sock)
+        assert reply is not None and reply.seq_id == 1
+        stopping = threading.Thread(target=server.shutdown, args=(5.0,))
+        stopping.start()
+        goodbye = read_frame(sock)
+        assert goodbye is not None and goodbye.seq_id == 0, goodbye
+        assert goodbye.message_type is MessageType.EXCEPTION
+        assert goodbye.status == StatusCode.UNAVAILABLE
+        assert "shutting down" in goodbye.status_message
+        assert CONNECTION_RESET_KEY in goodbye.metadata
+        sock.sendall(call_frame(2, "crossed"))
+        assert sock.recv(1) == b"", "the goodbye is followed by the server's FIN"
+        time.sleep(0.1)  # time for the crossed request to reach the server
+    stopping.join(5)
+    assert not stopping.is_alive()
+    assert gate.runs == {"before": 1}

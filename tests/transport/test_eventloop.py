@@ -535,6 +535,70 @@ def test_shutdown_waits_for_handlers_still_reading_their_requests(
     assert finished == [b"8 bytes.+8 more."] * 5
 
 
+def test_shutdown_says_goodbye_to_an_idle_connection_and_drops_what_crosses_it_unread(
+    serve: Any, clients: Clients, threads: ThreadRunner
+):
+    """With `goodbye`, an idle connection is closed in two halves: the goodbye and a FIN,
+    then the close once the peer closes. A request the peer wrote before it read the goodbye
+    (it crossed on the wire) reaches no handler, and nothing is reset under the peer."""
+    handled: list[bytes] = []
+
+    def on_request(ctx: Any, conn: Connection) -> None:
+        data = conn.read_binary(len(conn.reader()))
+        handled.append(data)
+        conn.write(data)
+        conn.flush()
+
+    server: Server = serve(on_request, goodbye=b"BYE!", goodbye_grace=10.0)
+    sock = clients.raw(server)
+    sock.sendall(b"ping")
+    assert recv_exactly(sock, 4) == b"ping"
+
+    shutdown = threads.start(lambda: server.loop.shutdown(20.0), name="shutdown")
+    assert recv_until_eof(sock) == b"BYE!"  # the goodbye, then the server's FIN
+    sock.sendall(b"crossed")  # as if written before the goodbye arrived
+    time.sleep(0.1)
+    assert not shutdown.done.is_set(), "the connection stays until its peer closes"
+    started = time.monotonic()
+    sock.close()
+    assert shutdown.result() is True
+    assert time.monotonic() - started < 2.0, "the peer's close ends the wait, not the grace"
+    assert handled == [b"ping"]
+
+
+def _echo_server_with_an_idle_client(
+    serve: Any, clients: Clients, grace: float
+) -> tuple[Server, socket.socket]:
+    """An echo server saying goodbye with `grace`, and a raw client that has been served once."""
+    server: Server = serve(echo, goodbye=b"BYE!", goodbye_grace=grace)
+    sock = clients.raw(server)
+    sock.sendall(b"ping")
+    assert recv_exactly(sock, 4) == b"ping"
+    return server, sock
+
+
+def test_a_peer_that_never_closes_after_the_goodbye_is_closed_after_the_grace(
+    serve: Any, clients: Clients
+):
+    server, sock = _echo_server_with_an_idle_client(serve, clients, grace=0.3)
+    started = time.monotonic()
+    assert server.loop.shutdown(5.0) is True
+    assert 0.25 <= time.monotonic() - started < 2.0
+    assert recv_until_eof(sock) == b"BYE!"
+    assert not server.loop.connections()
+
+
+def test_shutdown_closes_at_its_deadline_a_connection_waiting_after_its_goodbye(
+    serve: Any, clients: Clients
+):
+    server, sock = _echo_server_with_an_idle_client(serve, clients, grace=30.0)
+    started = time.monotonic()
+    server.loop.shutdown(0.3)
+    assert time.monotonic() - started < 2.0
+    assert recv_until_eof(sock) == b"BYE!"
+    wait_until(lambda: not server.loop.connections(), message="the connection to close")
+
+
 def test_shutdown_before_serve_returns_true_and_serve_then_refuses(serve: Any):
     loop = EventLoop(echo)
     assert loop.shutdown(0.1) is True
