@@ -36,7 +36,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..client.longconn import refusal_of, reply_of, reply_too_large
+from ..client.longconn import SkippingFrames, refusal_of, reply_of, reply_too_large
 from ..client.outcome import MaybeSentError, NotSentError, Reply, timeout_ms_until
 from ..protocol.frame import (
     CONNECTION_RESET_KEY,
@@ -104,7 +104,6 @@ class AsyncMuxConnection:
     ) -> None:
         self._conn = conn
         self._loop = loop
-        self._frames = frames
         self._describe = describe
         self._pending: dict[int, _PendingCall] = {}
         self._streams: dict[int, _AsyncClientStream] = {}  # open streams, by stream id
@@ -118,6 +117,7 @@ class AsyncMuxConnection:
         self.retired = False
         self.dead = False
         self.refused: str | None = None
+        self._incoming = SkippingFrames(frames, self._on_oversized)
         conn.add_close_callback(self._on_close)
         conn.set_on_request(self._on_request)
 
@@ -309,7 +309,7 @@ class AsyncMuxConnection:
 
     def _on_request(self, _context: Any, conn: Connection) -> None:
         reader = conn.reader()
-        read = self._frames.read_raw
+        read = self._incoming.next
         pending = self._pending
         try:
             while True:
@@ -327,15 +327,23 @@ class AsyncMuxConnection:
                 if not call.future.done():
                     call.future.set_result((raw[2], raw[3]))
             reader.release()
-        except FrameTooLargeError as exc:
-            call = pending.pop(exc.seq_id, None) if exc.seq_id is not None else None
-            if call is not None and not call.future.done():
-                call.future.set_exception(reply_too_large(exc, self._describe))
-            log.warning("closing mux connection to %s: %s", self._describe, exc)
-            conn.close()
         except ProtocolError as exc:
             log.warning("closing mux connection to %s: %s", self._describe, exc)
             conn.close()
+
+    def _on_oversized(self, exc: FrameTooLargeError) -> None:
+        """A frame over this client's max_frame_size: its call fails, or its stream is reset
+        (an RST tells the server), with RESOURCE_EXHAUSTED; the reader then skips its bytes
+        as they arrive, unbuffered, and the connection's other calls carry on."""
+        call = self._pending.pop(exc.seq_id or 0, None)
+        if call is not None:
+            if not call.future.done():
+                call.future.set_exception(reply_too_large(exc, self._describe))
+            return
+        stream = self._streams.get(exc.seq_id or 0)
+        if stream is not None:
+            error = reply_too_large(exc, self._describe, "a message")
+            stream.end.reset(StatusCode.RESOURCE_EXHAUSTED, error.message)
 
     def _on_stream_frame(self, seq_id: int, info: bytes, payload: memoryview) -> None:
         """A frame of one of our streams (ProtocolError: the connection closes)."""

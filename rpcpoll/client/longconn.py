@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from ..protocol.frame import (
@@ -48,7 +48,16 @@ from .pool import Pool, PoolOptions
 if TYPE_CHECKING:
     from ssl import SSLContext
 
-__all__ = ["LongConnTransport", "dial_within", "refusal_of", "reply_of", "reply_too_large"]
+    from ..transport.linkbuffer import LinkBuffer
+
+__all__ = [
+    "LongConnTransport",
+    "SkippingFrames",
+    "dial_within",
+    "refusal_of",
+    "reply_of",
+    "reply_too_large",
+]
 
 
 def dial_within(
@@ -228,10 +237,49 @@ def refusal_of(info: bytes) -> str | None:
     return f"{code}: {message}" if message else code
 
 
-def reply_too_large(exc: FrameTooLargeError, describe: str) -> ResourceExhaustedError:
-    """The error of a call whose reply is over this client's max_frame_size."""
+class SkippingFrames:
+    """The frames a multiplexed client reads from its server: `FrameReader.read_raw`, except
+    that a frame over max_frame_size whose sequence id is known goes to `on_oversized` (which
+    fails its call or resets its stream) and is then skipped as its bytes arrive, never
+    buffered, so the frames after it are read. One per connection (it holds the skip state);
+    `next` runs on the connection's reader only."""
+
+    __slots__ = ("_on_oversized", "_read", "_skipping")
+
+    def __init__(
+        self, frames: FrameReader, on_oversized: Callable[[FrameTooLargeError], None]
+    ) -> None:
+        self._read = frames.read_raw
+        self._on_oversized = on_oversized
+        self._skipping = 0  # bytes of an oversized frame still to skip
+
+    def next(self, reader: LinkBuffer) -> tuple[int, int, bytes, memoryview] | None:
+        """The next whole frame as `read_raw` gives it, or None until more bytes arrive.
+        Raises ProtocolError for what the connection cannot go on after (a frame over the
+        limit with sequence id 0 among them: there is no call to fail)."""
+        while True:
+            if self._skipping:
+                skipped = min(self._skipping, len(reader))
+                reader.skip(skipped)
+                self._skipping -= skipped
+                if self._skipping:
+                    return None
+            try:
+                return self._read(reader)
+            except FrameTooLargeError as exc:
+                if not exc.seq_id:
+                    raise
+                self._on_oversized(exc)
+                self._skipping = exc.size
+
+
+def reply_too_large(
+    exc: FrameTooLargeError, describe: str, what: str = "the reply"
+) -> ResourceExhaustedError:
+    """The error of a call whose reply (or a stream whose message) is over this client's
+    max_frame_size."""
     return ResourceExhaustedError(
-        message=f"the reply from {describe} is {exc.size} bytes, over this client's"
+        message=f"{what} from {describe} is {exc.size} bytes, over this client's"
         f" max_frame_size of {exc.limit}"
     )
 

@@ -23,9 +23,11 @@ server runs the calls of one connection concurrently and answers as each finishe
   bytes its server has not taken yet, gets no new calls: the next connection of the ring is
   tried, and a call that finds every one full fails at once with RESOURCE_EXHAUSTED (never
   sent). So a server that stops reading costs this client at most `max_unsent` per connection.
-- **A reply over `max_frame_size`** fails its call with RESOURCE_EXHAUSTED; the connection
-  cannot find the next frame boundary without reading it all, so it closes (its other calls
-  fail as on any dead connection).
+- **A reply over `max_frame_size`** fails its call with RESOURCE_EXHAUSTED (a stream's
+  message: its stream is reset, an RST telling the server). Its header says how long it is,
+  so the reader skips its bytes as they arrive, never buffering them, and reads the frame
+  after it: the connection's other calls and streams go on (rpcpoll/aio/mux.py does the
+  same). Only a frame whose sequence id is 0 (no call to fail) closes the connection.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ from ..stream.core import StreamEnd, SyncStreamEnd, deliver_server_frame
 from ..transport.connection import Connection, run_inline
 from ..transport.errors import TransportError, WriteTimeoutError
 from ..transport.tls_connection import TLSConnection
-from .longconn import dial_within, refusal_of, reply_of, reply_too_large
+from .longconn import SkippingFrames, dial_within, refusal_of, reply_of, reply_too_large
 from .outcome import MaybeSentError, NotSentError, Reply, timeout_ms_until
 
 if TYPE_CHECKING:
@@ -137,7 +139,6 @@ class MuxConnection:
 
     def __init__(self, conn: Connection, frames: FrameReader, describe: str) -> None:
         self._conn = conn
-        self._frames = frames
         self._describe = describe
         self._pending: dict[int, _Call] = {}
         self._streams: dict[int, _ClientStream] = {}  # open streams, by stream id
@@ -147,6 +148,7 @@ class MuxConnection:
         self.retired = False  # no new calls: crrst seen, or its pool let go of it
         self.dead = False
         self.refused: str | None = None  # the server refused the connection, and why
+        self._incoming = SkippingFrames(frames, self._on_oversized)
         conn.add_close_callback(self._on_close)
         conn.set_on_request(self._on_request)
 
@@ -304,7 +306,7 @@ class MuxConnection:
 
     def _on_request(self, _context: Any, conn: Connection) -> None:
         reader = conn.reader()
-        read = self._frames.read_raw
+        read = self._incoming.next
         pending = self._pending
         try:
             while True:
@@ -323,16 +325,26 @@ class MuxConnection:
                 call.reply = raw[3]  # stays valid after release (see LinkBuffer.release)
                 call.done.release()
             reader.release()
-        except FrameTooLargeError as exc:
-            call = pending.pop(exc.seq_id, None) if exc.seq_id is not None else None
-            if call is not None:
-                call.error = reply_too_large(exc, self._describe)
-                call.done.release()
-            log.warning("closing mux connection to %s: %s", self._describe, exc)
-            conn.close()
         except ProtocolError as exc:
             log.warning("closing mux connection to %s: %s", self._describe, exc)
             conn.close()
+
+    def _on_oversized(self, exc: FrameTooLargeError) -> None:
+        """A frame over this client's max_frame_size: its call fails, or its stream is reset
+        (an RST tells the server), with RESOURCE_EXHAUSTED; the reader then skips its bytes
+        as they arrive, unbuffered, and the connection's other calls carry on."""
+        call = self._pending.pop(exc.seq_id or 0, None)
+        if call is not None:
+            call.error = reply_too_large(exc, self._describe)
+            call.done.release()
+            return
+        stream = self._streams.get(exc.seq_id or 0)
+        if stream is not None:
+            error = reply_too_large(exc, self._describe, "a message")
+            end = stream.end
+            with end.locked():
+                end.reset(StatusCode.RESOURCE_EXHAUSTED, error.message)
+            end.kick()
 
     def _on_stream_frame(self, seq_id: int, info: bytes, payload: memoryview) -> None:
         """A frame of one of our streams (ProtocolError: the connection closes)."""

@@ -3,16 +3,18 @@ and other clients carry on."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hostile_testutil import Gate, call_frame, host_port, read_frame
 from testutil import wait_until
 
 import rpcpoll
-from rpcpoll.examples.echo_rpc import EchoRequest, EchoServiceClient
+from rpcpoll.examples.echo_rpc import EchoRequest, EchoServiceAsyncClient, EchoServiceClient
 from rpcpoll.protocol.frame import (
     CONNECTION_RESET_KEY,
     Frame,
@@ -180,6 +182,46 @@ def test_a_reply_over_the_clients_max_frame_size_fails_cleanly(
         with pytest.raises(rpcpoll.ResourceExhaustedError, match="max_frame_size of 65536"):
             client.echo(EchoRequest(message="big:200000"))
         assert client.echo(EchoRequest(message="after")).message == "after"
+
+
+def test_an_oversized_reply_fails_only_its_call_on_a_multiplexed_connection(
+    serve: Callable[..., Server], gate: Gate
+) -> None:
+    """The reply's bytes are skipped as they arrive; the call waiting on the same connection
+    is answered (closing the connection would have failed it as maybe-sent)."""
+    server = serve()
+    client = EchoServiceClient(server.address, timeout=5, mux=1, max_frame_size=64 * 1024)
+    with client, ThreadPoolExecutor(1) as pool:
+        blocked = pool.submit(client.echo, EchoRequest(message="block"))
+        wait_until(lambda: gate.entered == 1, message="the first call running")
+        with pytest.raises(rpcpoll.ResourceExhaustedError, match="max_frame_size of 65536"):
+            client.echo(EchoRequest(message="big:200000"))
+        assert client.echo(EchoRequest(message="after")).message == "after"
+        gate.open.set()
+        assert blocked.result(5).message == "block"
+    assert len(server.connections()) <= 1, "one connection served the three calls"
+    assert gate.runs == {"block": 1, "big:200000": 1, "after": 1}
+
+
+def test_an_oversized_reply_fails_only_its_call_on_an_async_connection(
+    serve: Callable[..., Server], gate: Gate
+) -> None:
+    server = serve()
+
+    async def main() -> None:
+        client = EchoServiceAsyncClient(server.address, timeout=5, max_frame_size=64 * 1024)
+        async with client:
+            blocked = asyncio.ensure_future(client.echo(EchoRequest(message="block")))
+            while gate.entered < 1:
+                await asyncio.sleep(0.005)
+            with pytest.raises(rpcpoll.ResourceExhaustedError, match="max_frame_size of 65536"):
+                await client.echo(EchoRequest(message="big:200000"))
+            assert (await client.echo(EchoRequest(message="after"))).message == "after"
+            gate.open.set()
+            assert (await asyncio.wait_for(blocked, 5)).message == "block"
+
+    asyncio.run(main())
+    assert gate.runs == {"block": 1, "big:200000": 1, "after": 1}
 
 
 # ------------------------------------------------------------------ headers

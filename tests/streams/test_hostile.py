@@ -11,12 +11,14 @@ from typing import Any
 
 import msgspec
 import pytest
+from streams_testutil import WAIT, Seen, async_client, rectangle, run
 
 import rpcpoll
 from rpcpoll import StatusCode
 from rpcpoll.examples.route_guide_rpc import (
     Feature,
     Point,
+    RouteGuideClient,
     RouteNote,
     RouteSummary,
 )
@@ -423,3 +425,49 @@ def test_an_oversized_unary_frame_still_closes_the_connection(
             raw.unary(10)
     finally:
         raw.close()
+
+
+# ------------------------------------------------------------------ oversized server messages
+
+BIG_FEATURES = {"mode": "endless", "size": "100000"}  # each feature over the client's 64 KiB
+
+
+def test_a_message_over_the_clients_limit_resets_only_its_stream(
+    server: Server, seen: Seen
+) -> None:
+    """The sync client skips the message's bytes as they arrive, resets its stream (the
+    handler sees the cancel) and the other stream on the same connection carries on."""
+    client = RouteGuideClient(server.address, timeout=WAIT, max_frame_size=64 * 1024)
+    with client, client.route_chat(metadata={"mode": "echo"}) as chat:
+        chat.send(RouteNote(message="before"))
+        assert next(chat).message == "before"
+        with pytest.raises(rpcpoll.ResourceExhaustedError, match="max_frame_size of 65536"):
+            list(client.list_features(rectangle(1), metadata=BIG_FEATURES))
+        chat.send(RouteNote(message="after"))
+        assert next(chat).message == "after"
+        chat.close_send()
+        assert list(chat) == []
+    ended = seen.wait_ended(2)
+    assert ended[0][1] is True, f"the oversized stream's handler saw no cancel: {ended}"
+
+
+def test_a_message_over_the_async_clients_limit_resets_only_its_stream(
+    server: Server, seen: Seen
+) -> None:
+    async def main() -> None:
+        async with async_client(server, max_frame_size=64 * 1024) as client:
+            chat = client.route_chat(metadata={"mode": "echo"})
+            await chat.send(RouteNote(message="before"))
+            assert (await anext(chat)).message == "before"
+            features = client.list_features(rectangle(1), metadata=BIG_FEATURES)
+            with pytest.raises(rpcpoll.ResourceExhaustedError, match="max_frame_size of 65536"):
+                async for _ in features:
+                    pass
+            await chat.send(RouteNote(message="after"))
+            assert (await anext(chat)).message == "after"
+            await chat.close_send()
+            assert [note async for note in chat] == []
+
+    run(main())
+    ended = seen.wait_ended(2)
+    assert ended[0][1] is True, f"the oversized stream's handler saw no cancel: {ended}"
