@@ -668,8 +668,12 @@ class Connection:
                     self._on_request = _discard_input
         finally:
             self._processing.release()
-        if len(self._input):
-            self._schedule()  # bytes the poller could not hand over while we held the lock
+        # Whoever found the request lock taken meanwhile relied on us (as in `_process`): a
+        # hang-up's close callbacks, or bytes to hand to on_request.
+        if self._closing is not _Closing.OPEN:
+            self._try_finish()
+        elif len(self._input):
+            self._schedule()
         return said
 
     def _send_goodbye(self, data: bytes) -> bool:

@@ -599,6 +599,28 @@ def test_shutdown_closes_at_its_deadline_a_connection_waiting_after_its_goodbye(
     wait_until(lambda: not server.loop.connections(), message="the connection to close")
 
 
+def test_a_peer_leaving_while_the_goodbye_holds_the_request_lock_is_still_closed(
+    serve: Any, clients: Clients, monkeypatch: pytest.MonkeyPatch
+):
+    """The peer's hang-up is handled while `say_goodbye` holds the request lock, so the
+    hang-up cannot run the close callbacks and relies on the lock's holder to: without that,
+    the connection stayed half-closed and shutdown waited out its whole timeout."""
+    server, sock = _echo_server_with_an_idle_client(serve, clients, grace=30.0)
+    send_goodbye = Connection._send_goodbye
+
+    def goodbye_then_the_peer_leaves(conn: Connection, data: bytes) -> bool:
+        said = send_goodbye(conn, data)
+        sock.close()
+        wait_until(lambda: conn._hangup_handled, message="the hang-up handled")
+        time.sleep(0.05)  # its close attempt has found the lock taken
+        return said
+
+    monkeypatch.setattr(Connection, "_send_goodbye", goodbye_then_the_peer_leaves)
+    started = time.monotonic()
+    assert server.loop.shutdown(3.0) is True
+    assert time.monotonic() - started < 2.0
+
+
 def test_shutdown_before_serve_returns_true_and_serve_then_refuses(serve: Any):
     loop = EventLoop(echo)
     assert loop.shutdown(0.1) is True
