@@ -649,8 +649,9 @@ class Connection:
         when the caller calls `close()`. A request that crossed `data` on the wire is dropped
         unread, never half-served, which is what lets a client retry it safely.
 
-        Returns False, and does nothing, if a request is being handled or has arrived, or if
-        `data` does not fit in the socket's send buffer at once (the caller closes as before).
+        Returns False if a request is being handled or has arrived (nothing is done), or if
+        `data` did not all fit in the socket's send buffer at once (a peer not reading): the
+        caller then closes the connection as it would have without a goodbye.
         """
         if not self._processing.acquire(blocking=False):
             return False
