@@ -377,12 +377,12 @@ def overload(seconds: float, capacity: int = 16) -> None:
                 for thread in threads:
                     thread.start()
                 if load > capacity:
-                    probe = start_probe(server.address, seconds - 1.0)
+                    prober = start_probe(server.address, seconds - 1.0)
                 for thread in threads:
                     thread.join()
                 client.close()
                 results[load] = (accepted, shed)
-            probed = [float(value) for value in probe.communicate(timeout=30)[0].split()]
+            probed = [float(value) for value in prober.communicate(timeout=30)[0].split()]
         finally:
             server.stop()
     base_acc, _ = results[capacity]
